@@ -1,0 +1,5 @@
+import sys
+
+from deltanet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,211 @@
+"""The MAD models with DeltaNet / Gated DeltaNet sequence mixers, on one screen.
+
+``LanguageModel``: token embedding → pre-norm residual blocks ``x ← x + layer(RMSNorm(x))`` with layers
+``mixer, swiglu, mixer, swiglu`` (the reference table's "4layer") → RMSNorm → untied head. No positional embedding.
+``AutoEncoder`` (compression task only): the same encoder, pooled at the last position, then a fixed sin/cos
+position embedding per output position and MAD's MLP decoder (MAD-lab ``mad/model/auto_encoder.py``).
+
+Mixer (fla ``fla/layers/delta_net.py`` / ``gated_deltanet.py``; ``../shared/spec/deltanet-math.md`` §3): q, k, v
+projections, causal depthwise conv (kernel 4) + SiLU, L2-normalised q and k, β = σ(W_β x), the variant's chunkwise
+loop, per-head RMSNorm (gated: RMSNorm(o)·swish(W_g x)), output projection. Gated DeltaNet adds the Mamba-2 decay
+g = −exp(A_log)·softplus(W_a x + dt_bias).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from deltanet.ops import delta_rule_chunkwise, gated_delta_rule_chunkwise
+from deltanet.variants import Variant, get_variant
+
+LAYER_KINDS = ("mixer", "swiglu")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    variant: str = "delta_net_4layer"
+    dim: int = 128  # MAD default width
+    num_heads: int = 4  # 4 heads × 32 = 128: iso-state between DeltaNet and Gated DeltaNet (see README)
+    head_dim: int = 32
+    chunk_size: int = 64
+    layers: tuple[str, ...] = ("mixer", "swiglu", "mixer", "swiglu")
+    conv_size: int = 4
+    norm_eps: float = 1e-5
+    init_std: float = 0.02  # paper-time MAD init of Linear weights and embeddings (mad-benchmark.md, caveat 2)
+    max_length: int = 128  # AutoEncoder output length (the task's seq_len)
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "dim", "num_heads", "head_dim", "chunk_size", "conv_size", "max_length"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"ModelConfig.{name} must be a positive int, got {value!r}")
+        bad = [kind for kind in self.layers if kind not in LAYER_KINDS]
+        if bad:
+            raise ValueError(f"ModelConfig.layers has unknown kinds {bad}; allowed: {LAYER_KINDS}")
+
+
+class ShortConv(nn.Module):
+    """Causal depthwise conv over time + SiLU: y_t = SiLU(Σ_{j<K} w_j x_{t−j}). Input/output [B, T, D]."""
+
+    def __init__(self, dim: int, kernel_size: int):
+        super().__init__()
+        self.conv = nn.Conv1d(dim, dim, kernel_size, groups=dim, bias=False, padding=kernel_size - 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.silu(self.conv(x.transpose(1, 2))[..., : x.shape[1]].transpose(1, 2))
+
+
+class DeltaNetMixer(nn.Module):
+    """DeltaNet (``variant.mixer == "delta"``) or Gated DeltaNet (``"gated"``) sequence mixer running the variant's loop."""
+
+    def __init__(self, cfg: ModelConfig, variant: Variant):
+        super().__init__()
+        self.cfg, self.variant = cfg, variant
+        H, Dh, d = cfg.num_heads, cfg.head_dim, cfg.dim
+        inner = H * Dh
+        self.q_proj, self.k_proj, self.v_proj = (nn.Linear(d, inner, bias=False) for _ in range(3))
+        self.b_proj = nn.Linear(d, H, bias=False)
+        self.q_conv, self.k_conv, self.v_conv = (ShortConv(inner, cfg.conv_size) for _ in range(3))
+        self.o_norm = nn.RMSNorm(Dh, eps=cfg.norm_eps)
+        self.o_proj = nn.Linear(inner, d, bias=False)
+        self.gated = variant.mixer == "gated"
+        if self.gated:
+            self.a_proj = nn.Linear(d, H, bias=False)
+            self.g_proj = nn.Linear(d, inner, bias=False)
+            # Mamba-2 decay init (fla gated_deltanet.py): A ~ U(0, 16); dt log-uniform in [1e-3, 0.1], floor 1e-4.
+            self.A_log = nn.Parameter(torch.log(torch.empty(H).uniform_(0, 16)))
+            dt = torch.exp(torch.rand(H) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)).clamp(min=1e-4)
+            self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus⁻¹(dt)
+        self.loop_params = variant.make_params(H, Dh, Dh) if variant.make_params else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, _ = x.shape
+        H, Dh = self.cfg.num_heads, self.cfg.head_dim
+        q = F.normalize(self.q_conv(self.q_proj(x)).view(B, T, H, Dh), dim=-1)
+        k = F.normalize(self.k_conv(self.k_proj(x)).view(B, T, H, Dh), dim=-1)
+        v = self.v_conv(self.v_proj(x)).view(B, T, H, Dh)
+        beta = torch.sigmoid(self.b_proj(x))
+        loop = dict(
+            chunk_size=self.cfg.chunk_size,
+            loop_body=self.variant.loop_body,
+            params=self.loop_params,
+            init_carry=self.variant.init_carry,
+        )
+        if self.gated:
+            g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)
+            o, _ = gated_delta_rule_chunkwise(q, k, v, g, beta, **loop)
+            o = self.o_norm(o) * F.silu(self.g_proj(x).view(B, T, H, Dh))
+        else:
+            o, _ = delta_rule_chunkwise(q, k, v, beta, **loop)
+            o = self.o_norm(o)
+        return self.o_proj(o.reshape(B, T, H * Dh).to(x.dtype))
+
+
+class SwiGLU(nn.Module):
+    """Channel mixer W_2 (SiLU(W_1 x) ⊙ W_3 x); inner width 2·d·4/3 rounded up to a multiple of 16 (352 at d=128)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        inner = 16 * math.ceil(2 * dim * 4 / 3 / 16)
+        self.w1, self.w3 = nn.Linear(dim, inner, bias=False), nn.Linear(dim, inner, bias=False)
+        self.w2 = nn.Linear(inner, dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class Block(nn.Module):
+    """Pre-norm residual: x ← x + layer(RMSNorm(x))."""
+
+    def __init__(self, cfg: ModelConfig, kind: str, variant: Variant):
+        super().__init__()
+        self.norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
+        self.layer = DeltaNetMixer(cfg, variant) if kind == "mixer" else SwiGLU(cfg.dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.layer(self.norm(x))
+
+
+class Backbone(nn.Module):
+    """Token embedding + the block stack; returns hidden states [B, T, dim]."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        variant = get_variant(cfg.variant)
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.blocks = nn.ModuleList(Block(cfg, kind, variant) for kind in cfg.layers)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def init_weights(model: nn.Module, std: float) -> None:
+    """MAD init: Linear weights and embeddings N(0, std), biases zero; norms, convs and decay params keep theirs."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class LanguageModel(nn.Module):
+    """Next-token model: logits [B, T, vocab] for tokens [B, T]."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = Backbone(cfg)
+        self.norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
+        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        init_weights(self, cfg.init_std)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.head(self.norm(self.backbone(tokens)))
+
+
+def sincos_positions(length: int, dim: int) -> Tensor:
+    """Fixed sin/cos table [length, dim]: even channels sin(p·ω_i), odd cos(p·ω_i), ω_i = 10000^(−2i/dim)."""
+    pos = torch.arange(length, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2], table[:, 1::2] = torch.sin(pos * freq), torch.cos(pos * freq[: dim // 2])
+    return table
+
+
+class AutoEncoder(nn.Module):
+    """Compression model: encode, pool the last position, decode every position (logits [B, max_length, vocab])."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.dim
+        self.encoder = Backbone(cfg)
+        self.register_buffer("positions", sincos_positions(cfg.max_length, d), persistent=False)
+        self.decoder = nn.Sequential(
+            nn.RMSNorm(d, eps=cfg.norm_eps), nn.Linear(d, d), nn.GELU(),
+            nn.RMSNorm(d, eps=cfg.norm_eps), nn.Linear(d, d), nn.GELU(),
+            nn.RMSNorm(d, eps=cfg.norm_eps), nn.Linear(d, cfg.vocab_size),
+        )  # fmt: skip
+        init_weights(self, cfg.init_std)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        pooled = self.encoder(tokens)[:, -1:, :]  # [B, 1, d]
+        return self.decoder(pooled + self.positions[: tokens.shape[1]])
+
+
+def build_model(cfg: ModelConfig, autoencoder: bool = False) -> nn.Module:
+    return AutoEncoder(cfg) if autoencoder else LanguageModel(cfg)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

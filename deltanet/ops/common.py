@@ -1,0 +1,160 @@
+"""Shared pieces of the chunkwise delta-rule ops: input checks, chunking, and the per-chunk loop seam.
+
+The chunkwise algorithm (``../shared/spec/deltanet-math.md`` §1.2, §2.2; fla ``ops/delta_rule/naive.py``) has two
+parts: a parallel UT/WY transform per chunk that yields W and the pseudo-values U, then a sequential loop over
+chunks carrying the state S. A *variant* replaces only the body of that loop::
+
+    carry = init_carry(S0)                       # {"S": S0} for the baselines
+    for i in range(num_chunks):
+        O_i, carry = body(chunk_i, carry, params)
+
+``chunk_i`` is a :class:`Chunk` (everything precomputed for chunk i), ``carry`` a dict of fp32 tensors that
+must contain ``"S"`` (``[B, H, Dk, Dv]``), ``params`` the variant's learnable parameters (or ``None``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+from torch import Tensor
+
+Carry = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Everything the loop body may use for one chunk; heads-first ``[B, H, C, ...]``, fp32.
+
+    q is already scaled by 1/sqrt(Dk). ``w``/``u`` are the UT-transform outputs W = T K_β (gated: T (K_β ⊙ e^G))
+    and U = T V_β. ``g_cum`` is the within-chunk cumulative log decay G (``None`` for the ungated rule).
+    ``valid`` marks real (non-padding) rows; ``positions`` are absolute token indices of the rows.
+    """
+
+    q: Tensor  # [B, H, C, Dk]
+    k: Tensor  # [B, H, C, Dk]
+    v: Tensor  # [B, H, C, Dv]
+    beta: Tensor  # [B, H, C]
+    w: Tensor  # [B, H, C, Dk]
+    u: Tensor  # [B, H, C, Dv]
+    g_cum: Tensor | None  # [B, H, C]
+    index: int
+    positions: Tensor  # [C] int64
+    valid: Tensor  # [C] bool
+
+    @property
+    def size(self) -> int:
+        return self.q.shape[-2]
+
+    def causal_mask(self, diagonal: int = 0) -> Tensor:
+        """Boolean lower-triangular mask [C, C]; ``diagonal=0`` keeps the diagonal, ``-1`` excludes it."""
+        return torch.ones(self.size, self.size, dtype=torch.bool, device=self.q.device).tril(diagonal)
+
+    def decay_matrix(self) -> Tensor:
+        """Γ_ij = exp(G_i − G_j) for i ≥ j, 0 above the diagonal (all ones on/below it when ungated)."""
+        mask = self.causal_mask()
+        if self.g_cum is None:
+            return mask.to(self.q.dtype).expand(*self.q.shape[:2], -1, -1)
+        diff = self.g_cum[..., :, None] - self.g_cum[..., None, :]
+        return torch.exp(diff.masked_fill(~mask, float("-inf")))
+
+
+class LoopBody(Protocol):
+    def __call__(self, chunk: Chunk, carry: Carry, params: object | None) -> tuple[Tensor, Carry]: ...
+
+
+InitCarry = Callable[[Tensor], Carry]
+
+
+def default_init_carry(state: Tensor) -> Carry:
+    return {"S": state}
+
+
+def check_inputs(
+    q: Tensor, k: Tensor, v: Tensor, beta: Tensor, g: Tensor | None = None, initial_state: Tensor | None = None
+) -> tuple[int, int, int, int, int]:
+    """Validate ``[B, T, H, D]`` inputs; return (B, T, H, Dk, Dv). Raises ValueError naming the bad argument."""
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if x.dim() != 4:
+            raise ValueError(f"{name} must have shape [batch, time, heads, dim] (rank 4), got rank {x.dim()}: {tuple(x.shape)}")
+    B, T, H, Dk = q.shape
+    if k.shape != q.shape:
+        raise ValueError(f"k must have the shape of q {tuple(q.shape)} = [batch, time, heads, key_dim], got {tuple(k.shape)}")
+    if v.shape[:3] != (B, T, H):
+        raise ValueError(f"v must have shape [{B}, {T}, {H}, value_dim] to match q, got {tuple(v.shape)}")
+    Dv = v.shape[3]
+    if beta.shape != (B, T, H):
+        raise ValueError(f"beta must have shape [batch, time, heads] = [{B}, {T}, {H}], got {tuple(beta.shape)}")
+    if g is not None and g.shape != (B, T, H):
+        raise ValueError(f"g must have shape [batch, time, heads] = [{B}, {T}, {H}], got {tuple(g.shape)}")
+    if initial_state is not None and initial_state.shape != (B, H, Dk, Dv):
+        raise ValueError(
+            f"initial_state must have shape [batch, heads, key_dim, value_dim] = [{B}, {H}, {Dk}, {Dv}], "
+            f"got {tuple(initial_state.shape)}"
+        )
+    if T == 0:
+        raise ValueError("q has an empty time dimension (T = 0)")
+    return B, T, H, Dk, Dv
+
+
+def check_chunk_size(chunk_size: int) -> None:
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+
+
+def to_chunks(x: Tensor, chunk_size: int) -> Tensor:
+    """``[B, T, H, ...]`` → fp32 heads-first ``[B, H, N, C, ...]``, zero-padding T up to N·C."""
+    T = x.shape[1]
+    pad = (-T) % chunk_size
+    x = x.float().movedim(2, 1)  # [B, H, T, ...]
+    if pad:
+        x = torch.cat([x, x.new_zeros(*x.shape[:2], pad, *x.shape[3:])], dim=2)
+    return x.reshape(*x.shape[:2], -1, chunk_size, *x.shape[3:])
+
+
+def ut_transform(a_strict: Tensor) -> Tensor:
+    """T = (I + A)⁻¹ for a strictly lower-triangular A (per chunk).
+
+    Equal to the forward-substitution sweep of the spec (§1.2 step 2), done as one unit-triangular solve;
+    ``tests/test_ops_naive.py`` checks the two agree.
+    """
+    eye = torch.eye(a_strict.shape[-1], dtype=a_strict.dtype, device=a_strict.device)
+    return torch.linalg.solve_triangular(eye + a_strict, eye.expand_as(a_strict), upper=False, unitriangular=True)
+
+
+def run_chunk_loop(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    w: Tensor,
+    u: Tensor,
+    g_cum: Tensor | None,
+    state: Tensor,
+    body: LoopBody,
+    params: object | None = None,
+    init_carry: InitCarry = default_init_carry,
+    valid_length: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Sequential loop over chunks; inputs heads-first ``[B, H, N, C, ...]`` fp32. Returns (O ``[B,H,N·C,Dv]``, S)."""
+    num_chunks, C = q.shape[2], q.shape[3]
+    total = num_chunks * C
+    valid_length = total if valid_length is None else valid_length
+    positions = torch.arange(total, device=q.device)
+    carry = init_carry(state)
+    outputs = []
+    for i in range(num_chunks):
+        pos = positions[i * C : (i + 1) * C]
+        chunk = Chunk(
+            q=q[:, :, i], k=k[:, :, i], v=v[:, :, i], beta=beta[:, :, i], w=w[:, :, i], u=u[:, :, i],
+            g_cum=None if g_cum is None else g_cum[:, :, i], index=i, positions=pos, valid=pos < valid_length,
+        )
+        o, carry = body(chunk, carry, params)
+        outputs.append(o)
+    return torch.stack(outputs, dim=2).reshape(*q.shape[:2], total, -1), carry["S"]
+
+
+def from_heads_first(o: Tensor, T: int, dtype: torch.dtype) -> Tensor:
+    """``[B, H, T_pad, D]`` → ``[B, T, H, D]`` in ``dtype``, dropping the padding."""
+    return o[:, :, :T].movedim(1, 2).to(dtype)

@@ -1,0 +1,88 @@
+"""Reference delta rule: token-by-token recurrence and the chunkwise (UT/WY) form, plain PyTorch, fp32 compute.
+
+Math (``../shared/spec/deltanet-math.md`` §1; fla ``fla/ops/delta_rule/naive.py``), row vectors, per head::
+
+    S_t = S_{t-1} + k_tᵀ β_t (v_t − k_t S_{t-1}),     o_t = q_t S_t      (q pre-scaled by 1/√Dk)
+
+Layout ``[B, T, H, D]``; β ``[B, T, H]``; states ``[B, H, Dk, Dv]`` in fp32; outputs in the input dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from deltanet.ops.common import (
+    Carry,
+    Chunk,
+    InitCarry,
+    LoopBody,
+    check_chunk_size,
+    check_inputs,
+    default_init_carry,
+    from_heads_first,
+    run_chunk_loop,
+    to_chunks,
+    ut_transform,
+)
+
+
+def delta_rule_recurrence(
+    q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float | None = None, initial_state: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """One step per token: p = k S, ũ = β (v − p), S ← S + kᵀ ũ, o = q S. Returns (o, final S)."""
+    B, T, H, Dk, Dv = check_inputs(q, k, v, beta, initial_state=initial_state)
+    scale = Dk**-0.5 if scale is None else scale
+    qf, kf, vf, bf = (x.float().movedim(1, 2) for x in (q * scale, k, v, beta))  # [B, H, T, ...]
+    S = q.new_zeros(B, H, Dk, Dv, dtype=torch.float32)
+    if initial_state is not None:
+        S = S + initial_state.float()
+    outs = []
+    for t in range(T):
+        k_t, q_t = kf[:, :, t], qf[:, :, t]
+        err = bf[:, :, t, None] * (vf[:, :, t] - torch.einsum("bhk,bhkv->bhv", k_t, S))
+        S = S + k_t[..., :, None] * err[..., None, :]
+        outs.append(torch.einsum("bhk,bhkv->bhv", q_t, S))
+    return torch.stack(outs, dim=2).movedim(1, 2).to(q.dtype), S
+
+
+def baseline_loop_body(chunk: Chunk, carry: Carry, params: object | None) -> tuple[Tensor, Carry]:
+    """DeltaNet per-chunk step: u = U − W S; O = Q S + (Q Kᵀ ⊙ M) u; S ← S + Kᵀ u (M: causal, diagonal kept)."""
+    S = carry["S"]
+    u = chunk.u - chunk.w @ S
+    attn = (chunk.q @ chunk.k.transpose(-1, -2)).masked_fill(~chunk.causal_mask(), 0.0)
+    o = chunk.q @ S + attn @ u
+    return o, {**carry, "S": S + chunk.k.transpose(-1, -2) @ u}
+
+
+def delta_rule_chunkwise(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    chunk_size: int = 32,
+    scale: float | None = None,
+    initial_state: Tensor | None = None,
+    loop_body: LoopBody = baseline_loop_body,
+    params: object | None = None,
+    init_carry: InitCarry = default_init_carry,
+) -> tuple[Tensor, Tensor]:
+    """Chunkwise delta rule, any T (zero-padded to a multiple of ``chunk_size``). Returns (o, final S).
+
+    Per chunk, all at once: A = strict_lower(diag(β) K Kᵀ), T = (I + A)⁻¹, W = T diag(β) K, U = T diag(β) V.
+    Then ``loop_body`` runs sequentially over chunks (see :mod:`deltanet.ops.common`). Zero padding has k = v = β = 0,
+    so it leaves the baseline state untouched.
+    """
+    B, T, H, Dk, Dv = check_inputs(q, k, v, beta, initial_state=initial_state)
+    check_chunk_size(chunk_size)
+    scale = Dk**-0.5 if scale is None else scale
+    qc, kc, vc = to_chunks(q * scale, chunk_size), to_chunks(k, chunk_size), to_chunks(v, chunk_size)
+    bc = to_chunks(beta, chunk_size)  # [B, H, N, C]
+    k_beta = kc * bc[..., None]
+    t_mat = ut_transform((k_beta @ kc.transpose(-1, -2)).tril(-1))
+    w, u = t_mat @ k_beta, t_mat @ (vc * bc[..., None])
+    S0 = q.new_zeros(B, H, Dk, Dv, dtype=torch.float32)
+    if initial_state is not None:
+        S0 = S0 + initial_state.float()
+    o, S = run_chunk_loop(qc, kc, vc, bc, w, u, None, S0, loop_body, params, init_carry, valid_length=T)
+    return from_heads_first(o, T, q.dtype), S

@@ -1,0 +1,91 @@
+"""Variant registry: every module in this folder is one variant, discovered by file name (no central list).
+
+A variant module holds the math of one per-chunk loop (see :mod:`deltanet.ops.common`) and declares:
+
+- ``MIXER``: ``"delta"`` or ``"gated"`` — which chunkwise op (and mixer layer) it runs in;
+- ``loop_body(chunk, carry, params) -> (O_chunk, carry)``;
+- ``CHUNK_DEPENDENT``: True when its outputs depend on the chunk size (intra-chunk softmax, chunk-level top-k…);
+- ``USES_KERNEL``: True when its loop is exactly the baseline's, so the fused Triton kernel may run it;
+- optionally ``init_carry(S0) -> carry`` (extra loop state such as a momentum) and
+  ``make_params(num_heads, head_k_dim, head_v_dim) -> nn.Module`` (learnable parameters, owned by the mixer).
+
+The module docstring's first line is the variant's one-line summary.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Callable
+
+from torch import nn
+
+from deltanet.ops.common import InitCarry, LoopBody, default_init_carry
+
+MIXER_KINDS = ("delta", "gated")
+PACKAGE_DIR = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    mixer: str
+    loop_body: LoopBody
+    init_carry: InitCarry
+    make_params: Callable[[int, int, int], nn.Module] | None
+    chunk_dependent: bool
+    uses_kernel: bool
+    summary: str
+    source: Path
+
+
+def _from_module(name: str, module: ModuleType) -> Variant:
+    where = f"variant module {module.__file__}"
+    mixer = getattr(module, "MIXER", None)
+    if mixer not in MIXER_KINDS:
+        raise ValueError(f"{where}: MIXER must be one of {MIXER_KINDS}, got {mixer!r}")
+    for attr in ("loop_body",):
+        if not callable(getattr(module, attr, None)):
+            raise ValueError(f"{where}: must define a function {attr}(chunk, carry, params)")
+    for attr in ("CHUNK_DEPENDENT", "USES_KERNEL"):
+        if not isinstance(getattr(module, attr, None), bool):
+            raise ValueError(f"{where}: must set {attr} = True or False")
+    doc = (module.__doc__ or "").strip()
+    if not doc:
+        raise ValueError(f"{where}: needs a module docstring (first line = one-line summary)")
+    return Variant(
+        name=name,
+        mixer=mixer,
+        loop_body=module.loop_body,
+        init_carry=getattr(module, "init_carry", default_init_carry),
+        make_params=getattr(module, "make_params", None),
+        chunk_dependent=module.CHUNK_DEPENDENT,
+        uses_kernel=module.USES_KERNEL,
+        summary=doc.splitlines()[0],
+        source=Path(module.__file__),
+    )
+
+
+def variant_names() -> list[str]:
+    """Names of every variant module in this folder, sorted (files starting with ``_`` are not variants)."""
+    return sorted(m.name for m in pkgutil.iter_modules([str(PACKAGE_DIR)]) if not m.name.startswith("_"))
+
+
+@cache
+def get_variant(name: str) -> Variant:
+    """The registered variant ``name``; unknown names raise ValueError with the closest match and the list."""
+    names = variant_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown variant {name!r}.{hint} Known variants: {', '.join(names)}")
+    return _from_module(name, importlib.import_module(f"{__name__}.{name}"))
+
+
+def all_variants() -> list[Variant]:
+    return [get_variant(n) for n in variant_names()]

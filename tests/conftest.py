@@ -1,0 +1,13 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "33554432")
+os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "17179869184")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def rng():
+    return torch.Generator().manual_seed(0)
