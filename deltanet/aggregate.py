@@ -28,7 +28,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from deltanet.io import atomic_path, write_text_atomic
-from deltanet.runs import RunFileError, read_runs
+from deltanet.runs import RUN_COLUMNS, RunFileError, read_runs
 from deltanet.tasks import DISPLAY_NAMES, TASK_IDS
 
 REFERENCE_CSV = Path(__file__).parent / "data" / "reported_accuracies.csv"
@@ -98,7 +98,8 @@ def read_run_files(paths: Iterable[str | Path], check_names: bool = True) -> pd.
                 )
         frames.append(df)
     if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in ("variant", "task", "setting_id", "seed")})
+        dtypes = {"i": "int64", "f": "float64", "b": "bool", "O": "object"}
+        return pd.DataFrame({c: pd.Series(dtype=dtypes[k]) for c, k in RUN_COLUMNS.items()})
     return pd.concat(frames, ignore_index=True)
 
 
@@ -213,6 +214,8 @@ def aggregate_dir(
     """
     if variants is None and tasks is None:
         paths = discover_run_files(runs_dir)
+        if not paths:
+            raise RunFileError(f"{runs_dir}: no run files (<variant>/<task>.parquet)")
         grid_variants = sorted({p.parent.name for p in paths})
         grid_tasks = list(TASK_IDS)
     else:

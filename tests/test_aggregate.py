@@ -192,3 +192,11 @@ def test_cli_happy_path(tmp_path, capsys):
     assert (tmp_path / "f" / "accuracies.csv").read_text() == (out / "accuracies.csv").read_text()
     # a wrong scale is refused
     assert aggregate.main(["--runs-dir", str(runs_dir), "--scale", "full", "--out-dir", str(tmp_path / "g")]) == 1
+
+
+def test_empty_runs_dir_is_an_error(tmp_path):
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(RunFileError, match="no run files"):
+        aggregate.aggregate_dir(tmp_path / "runs")
+    empty = score_runs(aggregate.read_run_files([]))
+    assert empty.empty and list(wide_table(empty).columns) == aggregate.WIDE_COLUMNS

@@ -84,6 +84,13 @@ def test_partial_grid_shows_missing_never_zero(built):
     assert "0.0000" not in row
 
 
+def test_leaderboard_counts_missing_grid_tasks():
+    long = score_runs(pd.DataFrame([make_run("x", "compression", 0, 1e-3, 0.0, 1, 0.4)]))
+    board = analysis.leaderboard(wide_table(long), list(long["display_name"]))
+    assert board.loc[0, "missing tasks"] == 5 and board.loc[0, "rank"] == "—"
+    assert list(board.columns) == ["rank", "variant", "Average", *SCORE_COLUMNS, "missing tasks"]
+
+
 def test_delta_cells_colour_coded():
     style_up, style_down = render.delta_style(0.1), render.delta_style(-0.1)
     assert "0,150,0" in style_up and "210,0,0" in style_down and render.delta_style(0.0) == ""

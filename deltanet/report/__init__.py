@@ -26,6 +26,8 @@ def load_inputs(
 ) -> ReportInputs:
     """Read the run rows (and the accuracies, or aggregate the runs in memory when none are given)."""
     files = discover_run_files(runs_dir)
+    if not files:
+        raise RunFileError(f"{runs_dir}: no run files (<variant>/<task>.parquet)")
     runs = read_run_files(files)
     if accuracies is not None:
         long = pd.read_parquet(accuracies)

@@ -34,9 +34,12 @@ def task_columns(wide: pd.DataFrame) -> list[str]:
     return [c for c in SCORE_COLUMNS if c in wide and wide[c].notna().any()]
 
 
-def leaderboard(wide: pd.DataFrame) -> pd.DataFrame:
-    """Variants by average (descending, missing averages last), with rank and the number of missing tasks."""
-    cols = task_columns(wide)
+def leaderboard(wide: pd.DataFrame, tasks: list[str] | None = None) -> pd.DataFrame:
+    """Variants by average (descending, missing averages last), with rank and the number of missing grid tasks.
+
+    ``tasks``: the grid's task display names (default: the six MAD tasks).
+    """
+    cols = [c for c in SCORE_COLUMNS if c in (tasks or SCORE_COLUMNS)]
     board = wide.copy()
     board["missing tasks"] = board[cols].isna().sum(axis=1) if cols else 0
     board = board.sort_values(["Average", "variant"], ascending=[False, True], na_position="last", kind="stable")

@@ -38,13 +38,13 @@ class ReportInputs:
 
 def build_sections(inp: ReportInputs) -> list[Section]:
     wide = wide_table(inp.long)
-    board = analysis.leaderboard(wide)
+    grid_tasks = list(dict.fromkeys(inp.long["display_name"]))
+    board = analysis.leaderboard(wide, grid_tasks)
     beats = analysis.beats_gated(wide)
     chance = analysis.chance_levels(inp.runs)
     collapse = analysis.collapsed(wide, chance)
     rho = compare.spearman_table(wide, inp.reference)
     moves = compare.rank_moves(wide, inp.reference)
-    grid_tasks = list(dict.fromkeys(inp.long["display_name"]))
 
     s: dict[str, list] = {t: [] for t in TITLES}
     s["Run summary and provenance"] = [Table(provenance.summary(inp.runs, inp.scale, inp.run_files))]
