@@ -29,6 +29,7 @@ from deltanet.ops.common import InitCarry, LoopBody, default_init_carry
 
 MIXER_KINDS = ("delta", "gated")
 PACKAGE_DIR = Path(__file__).parent
+NOT_VARIANTS = frozenset({"cli"})  # modules of this folder that are not variants (besides ``_``-prefixed ones)
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,9 @@ def _from_module(name: str, module: ModuleType) -> Variant:
 
 
 def variant_names() -> list[str]:
-    """Names of every variant module in this folder, sorted (files starting with ``_`` are not variants)."""
-    return sorted(m.name for m in pkgutil.iter_modules([str(PACKAGE_DIR)]) if not m.name.startswith("_"))
+    """Names of every variant module in this folder, sorted (``_``-prefixed files and ``cli`` are not variants)."""
+    modules = pkgutil.iter_modules([str(PACKAGE_DIR)])
+    return sorted(m.name for m in modules if not m.name.startswith("_") and m.name not in NOT_VARIANTS)
 
 
 @cache
