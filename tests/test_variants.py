@@ -208,6 +208,31 @@ def test_causality_check_catches_a_leaky_loop():
 
 
 @pytest.mark.parametrize("name", variant_names())
+def test_padding_rows_do_not_change_real_rows(name):
+    """T = 21 (3 padding rows at chunk size 8) gives the first 21 outputs of the same data at T = 24."""
+    variant, params = get_variant(name), None
+    x = make_inputs(24, variant.mixer)
+    params = make_loop_params(variant)
+    o_full, _ = run(variant, x, 8, params)
+    o_pad, _ = run(variant, {n: t[:, :21] for n, t in x.items()}, 8, params)
+    torch.testing.assert_close(o_pad, o_full[:, :21], atol=1e-6, rtol=0)
+
+
+def test_causal_softmax_and_topk_never_see_masked_entries():
+    from deltanet.variants._common import causal_softmax, topk_mask
+
+    logits = torch.randn(4, 4, requires_grad=True)
+    allowed = torch.ones(4, 4, dtype=torch.bool).tril(-1)  # row 0 has no allowed entry
+    p = causal_softmax(logits, allowed)
+    assert torch.isfinite(p).all() and (p[0] == 0).all() and (p[~allowed] == 0).all()
+    torch.testing.assert_close(p[1:].sum(-1), torch.ones(3))
+    p.pow(2).sum().backward()
+    assert torch.isfinite(logits.grad).all()
+    keep = topk_mask(logits.detach(), 2, allowed)
+    assert not keep[~allowed].any() and keep.sum(-1).tolist() == [0, 1, 2, 2]
+
+
+@pytest.mark.parametrize("name", variant_names())
 def test_chunk_size_consistency_or_declared_dependence(name):
     check_chunk_sizes(get_variant(name))
 

@@ -9,7 +9,8 @@ A variant module holds the math of one per-chunk loop (see :mod:`deltanet.ops.co
 - optionally ``init_carry(S0) -> carry`` (extra loop state such as a momentum) and
   ``make_params(num_heads, head_k_dim, head_v_dim) -> nn.Module`` (learnable parameters, owned by the mixer).
 
-The module docstring's first line is the variant's one-line summary.
+The module docstring's first line is the variant's one-line summary. Not variants: ``_``-prefixed files (shared
+helpers in ``_common.py``) and ``cli.py`` (``deltanet variants`` / ``deltanet new-variant``).
 """
 
 from __future__ import annotations

@@ -34,13 +34,16 @@ TEMPERATURE = 1.0
 
 
 def make_params(num_heads, head_k_dim, head_v_dim):
-    return LoopParams(gate_weight=torch.zeros(num_heads, head_k_dim), gate_bias=torch.full((num_heads,), GATE_BIAS_INIT))
+    return LoopParams(
+        gate_weight=torch.zeros(num_heads, head_k_dim), gate_bias=torch.full((num_heads,), GATE_BIAS_INIT)
+    )
 
 
 def loop_body(chunk, carry, params):
     S = carry["S"]
     u = corrected_values(chunk, S)
-    gate = torch.sigmoid(torch.einsum("bhck,hk->bhc", chunk.q, params.gate_weight.float())[..., None] + per_head(params.gate_bias))
+    logit = torch.einsum("bhck,hk->bhc", chunk.q, params.gate_weight.float())[..., None]
+    gate = torch.sigmoid(logit + per_head(params.gate_bias))  # [B, H, C, 1]: one gate per query row
     soft = causal_softmax(scores(chunk) / TEMPERATURE, chunk.causal_mask())
     attn = gate * soft + (1.0 - gate) * linear_attention(chunk)
     return read(chunk, S, attn, u), {**carry, "S": write(chunk, S, u)}
