@@ -15,11 +15,11 @@ Rule (mad-lab mad/data/instances.py ``generate_fuzzy_in_context_recall_instance`
 - then (copy prefix,) the probe key and value (targets on the value), left-padded with pad to ``seq_len + 1``;
 - train: ``inputs = raw[:-1]``, ``targets = raw[1:]``; test: ``targets = raw_targets[1:]``.
 
-MAD materialises and shuffles every permutation list for every row (6–22 s a row at vocab 128 on a 2-core machine, measured). A
-uniform pick from a shuffled list is a uniform pick, so this version draws permutation *indices* and decodes only
-the drawn ones; all rows advance through the loop together, and the draws of each loop step are made up front
-(unused ones are discarded; each step's draws are independent of the past, so the law is MAD's). Equal in law,
-not byte-equal, to MAD's arrays.
+MAD materialises and shuffles every permutation list for every row (6–22 s a row at vocab 128 on a 2-core
+machine, measured). A uniform pick from a shuffled list is a uniform pick, so this version draws permutation
+*indices* and decodes only the drawn ones; all rows advance through the loop together, and the draws of each loop
+step are made up front (unused ones are discarded; each step's draws are independent of the past, so the law is
+MAD's). Equal in law, not byte-equal, to MAD's arrays.
 """
 
 from __future__ import annotations
