@@ -57,6 +57,14 @@ def validate_config(config: object, source: str = "config") -> None:
             unknown = [name for name in value if name not in known]
             if unknown:
                 raise ConfigError(f"{source}: key '{key}' has unknown names {unknown}; allowed: all, {', '.join(known)}")
+    from deltanet.tasks import task_settings
+
+    for name, scale_def in config["scales"].items():
+        for task, overrides in scale_def["task_overrides"].items():
+            try:
+                task_settings(task, scale_def["grid"], overrides)
+            except ValueError as err:
+                raise ConfigError(f"{source}: key 'scales.{name}.task_overrides.{task}': {err}") from err
 
 
 def nvidia_gpu_visible() -> bool:
