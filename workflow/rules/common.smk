@@ -42,7 +42,9 @@ def resolve_and_announce_scale(config):
         why = "auto: an NVIDIA GPU is visible"
     else:
         why = "auto: no NVIDIA GPU visible"
-    logger.warning(f"deltanet-repro: scale '{scale}' ({why}); outputs go to results/{scale}/")
+    logger.warning(
+        f"deltanet-repro: scale '{scale}' ({why}); outputs go to results/{scale}/"
+    )
     return scale
 
 
