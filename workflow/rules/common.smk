@@ -70,7 +70,7 @@ def apptainer_on():
 
 
 def existing(paths):
-    return sorted(str(p) for p in paths if Path(p).is_file())
+    return sorted({str(p) for p in paths if Path(p).is_file()})
 
 
 def python_files(folder):
