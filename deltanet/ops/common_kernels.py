@@ -43,7 +43,13 @@ CHUNK_SIZES = (16, 32, 64)
 
 
 def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """Whether ``TRITON_INTERPRET`` is set now (triton reads it when a kernel is *decorated*, i.e. at import)."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() not in ("", "0", "false", "off", "no")
+
+
+# The kernels below were decorated under this setting; :func:`deltanet.ops.dispatch.enable_interpreter` reloads
+# this module when the interpreter is switched on after the first import.
+INTERPRETED = interpreting()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -362,7 +368,7 @@ def _meta(q: Tensor, v: Tensor, chunk_size: int) -> dict:
     BK = max(16, triton.next_power_of_2(DK))
     BVfull = max(16, triton.next_power_of_2(DV))
     # interpreter: one value block (fewer program instances); GPU: ≤ 64 columns per block for more parallelism.
-    BV = BVfull if interpreting() else min(64, BVfull)
+    BV = BVfull if INTERPRETED else min(64, BVfull)
     return dict(B=B, T=T, H=H, DK=DK, DV=DV, C=C, NT=NT, Tp=NT * C, BK=BK, BV=BV, NV=triton.cdiv(DV, BV),
                 PREC="ieee" if q.dtype == torch.float32 else "tf32")  # fmt: skip
 
@@ -459,12 +465,13 @@ def chunk_rule(q, k, v, g, beta, chunk_size, scale, initial_state) -> tuple[Tens
         raise ValueError(f"chunk_size must be one of {CHUNK_SIZES} for the Triton kernels, got {chunk_size!r}")
     if max(DK, DV) > 256:
         raise ValueError(f"head dims above 256 are not supported by the Triton kernels (Dk={DK}, Dv={DV})")
-    if q.device.type != "cuda" and not interpreting():
+    if q.device.type != "cuda" and not INTERPRETED:
         raise RuntimeError(
-            "the Triton kernels need a CUDA device; on CPU set TRITON_INTERPRET=1 before triton is imported "
-            "(slow, for tests) or use the naive op (kernels: naive)"
+            "the Triton kernels need a CUDA device; on CPU set TRITON_INTERPRET=1 before deltanet.ops.common_kernels "
+            "is imported, or call deltanet.ops.dispatch.enable_interpreter() (slow, for tests), "
+            "or use the naive op (kernels: naive)"
         )
-    if q.dtype == torch.bfloat16 and interpreting():
+    if q.dtype == torch.bfloat16 and INTERPRETED:
         raise RuntimeError("bf16 is broken in the Triton interpreter (spec §5.4); use fp32/fp16 on CPU")
     scale = DK**-0.5 if scale is None else float(scale)
     drop = _fault() == "drop_state_update"
