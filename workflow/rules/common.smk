@@ -7,6 +7,7 @@ variant reruns only its jobs, and they list only files that exist (a module that
 
 import hashlib
 import json
+import re
 import tomllib
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from snakemake.settings.types import DeploymentMethod
 from deltanet.config import ConfigError, resolve_scale, selected, validate_config
 from deltanet.io import write_text_atomic
 from deltanet.tasks import TASK_IDS, task_settings
-from deltanet.variants import variant_names
+from deltanet.variants import get_variant, variant_names
 
 PACKAGE = Path("deltanet")
 # The effective config (config.yaml merged with --configfile/--config), as the `deltanet` commands read it.
@@ -54,6 +55,32 @@ def write_effective_config(config):
     path = Path(EFFECTIVE_CONFIG)
     if not path.is_file() or path.read_text() != text:
         write_text_atomic(path, text)
+
+
+def unregistered_run_pattern():
+    """Regex for `<variant>/<task>` run paths whose variant or task is not registered."""
+    known = (
+        "|".join(map(re.escape, variant_names()))
+        + ")/(?:"
+        + "|".join(map(re.escape, TASK_IDS))
+    )
+    return rf"(?!(?:{known})$)[^/]+/[^/]+"
+
+
+def unregistered_run(wildcards):
+    """Input function of the catch-all rule: fail the DAG build naming the known variants or tasks."""
+    variant, task = wildcards.run.split("/")
+    where = f"results/{wildcards.scale}/runs/{wildcards.run}.parquet"
+    if variant not in variant_names():
+        try:
+            get_variant(
+                variant
+            )  # the registry's message: closest match and every known name
+        except ValueError as err:
+            raise WorkflowError(f"{where}: {err}") from None
+    raise WorkflowError(
+        f"{where}: unknown task {task!r}; known tasks: {', '.join(TASK_IDS)}"
+    )
 
 
 def canonical(value):
