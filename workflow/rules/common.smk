@@ -8,7 +8,6 @@ variant reruns only its jobs, and they list only files that exist (a module that
 import hashlib
 import json
 import re
-import tomllib
 from pathlib import Path
 
 import yaml
@@ -205,15 +204,22 @@ def run_files(wildcards):
 
 
 # The container image (container.smk). `config["container"]["image"]` is `build` or a prebuilt image.
+def dependency_pins():
+    """pyproject.toml's `dependencies = [...]` array, comment lines dropped (read as text: no tomllib on 3.10)."""
+    text = Path("pyproject.toml").read_text()
+    match = re.search(r"^dependencies = \[\n(.*?)^\]", text, re.MULTILINE | re.DOTALL)
+    if match is None:
+        raise WorkflowError(
+            "pyproject.toml: no `dependencies = [` ... `]` array to hash for the container image"
+        )
+    lines = (line.strip() for line in match.group(1).splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
 def image_hash():
     """sha256 (12 hex) of the Dockerfile and pyproject.toml's dependency pins (what the image installs)."""
-    project = tomllib.loads(Path("pyproject.toml").read_text())["project"]
-    pins = {
-        "dependencies": project["dependencies"],
-        "requires-python": project["requires-python"],
-    }
     digest = hashlib.sha256(Path("Dockerfile").read_bytes())
-    digest.update(canonical(pins).encode())
+    digest.update(canonical(dependency_pins()).encode())
     return digest.hexdigest()[:12]
 
 
