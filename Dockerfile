@@ -22,6 +22,8 @@ ENV DEBIAN_FRONTEND=noninteractive \
     MPLCONFIGDIR=/tmp/matplotlib
 
 # gcc and the Python headers: Triton compiles its small C launcher at first use.
+# DL3008 (unpinned apt versions): the base tag fixes the Ubuntu release, whose archive only gets security fixes,
+# and old package versions vanish from it, so exact pins would break rebuilds.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
