@@ -370,7 +370,8 @@ def _meta(q: Tensor, v: Tensor, chunk_size: int) -> dict:
     # interpreter: one value block (fewer program instances); GPU: ≤ 64 columns per block for more parallelism.
     BV = BVfull if INTERPRETED else min(64, BVfull)
     return dict(B=B, T=T, H=H, DK=DK, DV=DV, C=C, NT=NT, Tp=NT * C, BK=BK, BV=BV, NV=triton.cdiv(DV, BV),
-                PREC="ieee" if q.dtype == torch.float32 else "tf32")  # fmt: skip
+                PREC="ieee" if q.dtype == torch.float32 else "tf32",
+                W=4 if BK * C <= 64 * 32 else 8)  # fmt: skip  # num_warps: more for the big [C, BK] fp32 tiles
 
 
 def _forward_h(k, w, u, gc, h0, m, drop_update=False):
@@ -381,7 +382,7 @@ def _forward_h(k, w, u, gc, h0, m, drop_update=False):
     _fwd_h_kernel[(m["NV"], B * H)](
         k, w, u, gc, h0 if h0 is not None else ht, h, vn, ht, m["T"], Tp, NT,
         H=H, DK=DK, DV=DV, C=m["C"], BK=m["BK"], BV=m["BV"], USE_G=gc is not None, HAS_H0=h0 is not None,
-        DROP_UPDATE=drop_update, PREC=m["PREC"],
+        DROP_UPDATE=drop_update, PREC=m["PREC"], num_warps=m["W"],
     )  # fmt: skip
     return h, vn, ht
 
@@ -397,13 +398,13 @@ def chunk_forward(q, k, v, g, beta, scale, h0, chunk_size, drop_update=False):
     gc = q.new_empty(B * H, Tp, dtype=torch.float32) if use_g else None
     _wy_fwd_kernel[(m["NT"], B * H)](
         k, v, beta, g if use_g else beta, w, u, tm, gc if use_g else w, m["T"], Tp,
-        H=H, DK=DK, DV=DV, C=C, BK=m["BK"], BV=m["BV"], NV=m["NV"], USE_G=use_g, PREC=m["PREC"],
+        H=H, DK=DK, DV=DV, C=C, BK=m["BK"], BV=m["BV"], NV=m["NV"], USE_G=use_g, PREC=m["PREC"], num_warps=m["W"],
     )  # fmt: skip
     h, vn, ht = _forward_h(k, w, u, gc, h0, m, drop_update)
     o = torch.empty_like(v)
     _fwd_o_kernel[(m["NV"], m["NT"], B * H)](
         q, k, gc if use_g else w, h, vn, o, scale, m["T"], Tp, m["NT"],
-        H=H, DK=DK, DV=DV, C=C, BK=m["BK"], BV=m["BV"], USE_G=use_g, PREC=m["PREC"],
+        H=H, DK=DK, DV=DV, C=C, BK=m["BK"], BV=m["BV"], USE_G=use_g, PREC=m["PREC"], num_warps=m["W"],
     )  # fmt: skip
     return o, ht, (w, u, tm, gc)
 
@@ -422,6 +423,7 @@ def chunk_backward(q, k, v, g, beta, scale, h0, chunk_size, saved, do, dht):
     _bwd_dh_kernel[(m["NV"], B * H)](
         q, k, w, gc if use_g else w, do, dht if dht is not None else dh0, dh, dvn, dh0, scale, m["T"], Tp, NT,
         H=H, DK=DK, DV=DV, C=C, BK=m["BK"], BV=m["BV"], USE_G=use_g, HAS_DHT=dht is not None, PREC=m["PREC"],
+        num_warps=m["W"],
     )  # fmt: skip
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dbeta = torch.empty_like(beta)
@@ -429,7 +431,7 @@ def chunk_backward(q, k, v, g, beta, scale, h0, chunk_size, saved, do, dht):
     _bwd_main_kernel[(NT, B * H)](
         q, k, v, beta, gc if use_g else w, tm, h, dh, vn, dvn, do, dq, dk, dv, dbeta, dg if use_g else dbeta, scale,
         m["T"], Tp, NT,
-        H=H, DK=DK, DV=DV, C=C, BK=m["BK"], BV=m["BV"], NV=m["NV"], USE_G=use_g, PREC=m["PREC"],
+        H=H, DK=DK, DV=DV, C=C, BK=m["BK"], BV=m["BV"], NV=m["NV"], USE_G=use_g, PREC=m["PREC"], num_warps=m["W"],
     )  # fmt: skip
     return dq, dk, dv, dg, dbeta, dh0
 
