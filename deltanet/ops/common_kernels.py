@@ -401,7 +401,7 @@ def chunk_forward(q, k, v, g, beta, scale, h0, chunk_size, drop_update=False):
         H=H, DK=DK, DV=DV, C=C, BK=m["BK"], BV=m["BV"], NV=m["NV"], USE_G=use_g, PREC=m["PREC"], num_warps=m["W"],
     )  # fmt: skip
     h, vn, ht = _forward_h(k, w, u, gc, h0, m, drop_update)
-    o = torch.empty_like(v)
+    o = torch.empty(v.shape, dtype=q.dtype, device=v.device)  # the naive op returns o in q.dtype
     _fwd_o_kernel[(m["NV"], m["NT"], B * H)](
         q, k, gc if use_g else w, h, vn, o, scale, m["T"], Tp, m["NT"],
         H=H, DK=DK, DV=DV, C=C, BK=m["BK"], BV=m["BV"], USE_G=use_g, PREC=m["PREC"], num_warps=m["W"],
