@@ -6,6 +6,10 @@ On CUDA: forward and forward+backward time (median ms, ``triton.testing.do_bench
 T ∈ {512, 2048, 8192} and D ∈ {64, 128}, printed as a table with speed-up ratios (naive / ours, fla / ours:
 > 1 means ours is faster). Goals (issue 9): ≥ 20× the naive loop at T=2048, ≥ 1.0× fla.
 
+``--aot-check`` (no GPU needed): compiles every kernel specialisation for sm_90 (H100/H200) with the launch
+configuration the wrapper would use, and reports registers, spill stack and shared memory; it fails if any kernel
+needs more shared memory than an H100 block may have (227 KiB), i.e. if it would fail to launch there.
+
 On CPU timings mean nothing (the Triton interpreter is ~1 ms per program instance): it says so and runs one tiny
 shape in the interpreter to show the kernels work.
 """
@@ -100,13 +104,77 @@ def tiny_cpu_demo() -> None:
               f"RMS-ratio error of o vs naive {rms_ratio(ref, o):.1e}")  # fmt: skip
 
 
+SMEM_LIMIT = 232448  # bytes of shared memory per block on sm_90 (227 KiB)
+
+
+def aot_check(dims=(32, 64, 128), chunks=(16, 32, 64), dtypes=("bf16", "fp32")) -> int:
+    """Compile every kernel for sm_90 without a GPU; returns the number of kernels over the shared-memory limit."""
+    import re
+    import subprocess
+    import tempfile
+
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        print("--aot-check compiles real kernels: unset TRITON_INTERPRET")
+        return 1
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    import deltanet.ops.common_kernels as ck
+
+    cuobjdump = Path(triton.__file__).parent / "backends/nvidia/bin/cuobjdump"
+    half_args = {"q_ptr", "k_ptr", "v_ptr", "beta_ptr", "o_ptr", "do_ptr", "dq_ptr", "dk_ptr", "dv_ptr", "dbeta_ptr"}
+    torch_dt = {"bf16": torch.bfloat16, "fp32": torch.float32}
+    bad = 0
+    for D in dims:
+        for C in chunks:
+            for dt in dtypes:
+                cfg = ck.launch_config(D, D, C, torch_dt[dt], interpreted=False)
+                for use_g in (False, True):
+                    base = dict(H=8, DK=D, DV=D, C=C, BK=cfg["BK"], USE_G=use_g, PREC=cfg["PREC"])
+                    kernels = [
+                        (ck._wy_fwd_kernel, {**base, "BV": cfg["BV_o"], "NV": cfg["NV_o"]}, 3),
+                        (ck._fwd_h_kernel, {**base, "BV": cfg["BV_h"], "HAS_H0": True, "DROP_UPDATE": False},
+                         cfg["S_h"]),
+                        (ck._fwd_o_kernel, {**base, "BV": cfg["BV_o"]}, 3),
+                        (ck._bwd_dh_kernel, {**base, "BV": cfg["BV_h"], "HAS_DHT": True}, cfg["S_h"]),
+                        (ck._bwd_vloop_kernel, {**base, "BV": cfg["BV_m"], "NV": cfg["NV_m"]}, 2),
+                        (ck._bwd_post_kernel, {k: v for k, v in base.items() if k != "DV"}, 1),
+                    ]
+                    for fn, consts, stages in kernels:
+                        sig = {n: "constexpr" if n in consts else
+                               ("*" + (dt if n in half_args else "fp32")) if n.endswith("_ptr") else
+                               "fp32" if n == "scale" else "i32" for n in fn.arg_names}  # fmt: skip
+                        k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts),
+                                           target=GPUTarget("cuda", 90, 32),
+                                           options={"num_warps": cfg["W"], "num_stages": stages})  # fmt: skip
+                        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+                            f.write(k.asm["cubin"])
+                            f.flush()
+                            usage = subprocess.run([str(cuobjdump), "--dump-resource-usage", f.name],
+                                                   capture_output=True, text=True).stdout  # fmt: skip
+                        m = re.search(r"REG:(\d+).*?STACK:(\d+)", usage)
+                        smem = k.metadata.shared
+                        over = smem > SMEM_LIMIT
+                        bad += over
+                        print(f"{'OVER' if over else 'ok  '} {fn.__name__:17s} D={D:3d} C={C:2d} {dt} gated={int(use_g)} "
+                              f"BV={consts.get('BV', 0):2d} warps={cfg['W']} regs={m.group(1)} spill_stack={m.group(2)} "
+                              f"smem={smem}", flush=True)  # fmt: skip
+    print(f"{bad} kernel specialisations over the sm_90 shared-memory limit ({SMEM_LIMIT} bytes)")
+    return 1 if bad else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", nargs="+", default=["delta", "gated"], choices=["delta", "gated"])
     parser.add_argument("--T", nargs="+", type=int, default=[512, 2048, 8192])
     parser.add_argument("--D", nargs="+", type=int, default=[64, 128])
     parser.add_argument("--csv", type=Path, help="also write the table as CSV")
+    parser.add_argument("--aot-check", action="store_true", help="compile for sm_90 without a GPU; check smem")
+    parser.add_argument("--chunks", nargs="+", type=int, default=[16, 32, 64], help="chunk sizes for --aot-check")
     args = parser.parse_args(argv)
+    if args.aot_check:
+        return aot_check(dims=tuple(args.D if args.D != [64, 128] else [32, 64, 128]), chunks=tuple(args.chunks))
     if not torch.cuda.is_available():
         print("No CUDA device: kernel timings need an NVIDIA GPU (on CPU the Triton interpreter runs the kernels "
               "~1000x slower, so its timings mean nothing). Running one tiny shape to show the kernels work:")  # fmt: skip

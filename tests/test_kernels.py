@@ -120,6 +120,20 @@ def test_kernel_output_only_loss_and_custom_scale(gated):
     compare(ref, out, torch.float32, gated)
 
 
+@pytest.mark.parametrize("gated", [False, True], ids=["delta", "gated"])
+def test_kernel_gpu_launch_config_in_interpreter(gated, monkeypatch):
+    """The GPU block sizes (several value blocks per head, masked tails) run through the interpreter too."""
+    import deltanet.ops.common_kernels as ck
+
+    real = ck.launch_config
+    monkeypatch.setattr(ck, "launch_config", lambda DK, DV, C, dtype, interpreted: real(DK, DV, C, dtype, False))
+    assert real(64, 100, 32, torch.float32, False)["NV_m"] > 1
+    inputs = make_inputs(1, 70, 1, 64, 100, gated, torch.float32, h0=True)
+    naive, kernel = (gated_delta_rule_chunkwise, chunk_gated_delta_rule) if gated else (
+        delta_rule_chunkwise, chunk_delta_rule)  # fmt: skip
+    compare(fwd_bwd(naive, inputs, chunk_size=32), fwd_bwd(kernel, inputs, chunk_size=32), torch.float32, gated)
+
+
 def test_kernel_rejects_bad_arguments():
     inputs = make_inputs(1, 20, 1, 16, 16, False, torch.float32, h0=False)
     with pytest.raises(ValueError, match="chunk_size"):
