@@ -3,18 +3,26 @@
 on small shapes (fp32, fp16; bf16 is broken in the interpreter); tests that need CUDA are marked ``cuda``."""
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 CUDA = torch.cuda.is_available()
+IN_PROCESS = True
 if not CUDA:
-    # Triton decides interpreter-or-compiler when a kernel is decorated; set the switch before our kernel module is
-    # imported, and reload it if another test module imported it first (enable_interpreter does both).
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+    # Triton decides interpreter-or-compiler when a function is decorated, its own library included (at
+    # ``import triton``): set the switch now. If another test module already imported triton for the compiler,
+    # the kernel tests cannot run in this process; test_kernel_suite_in_subprocess then reruns this file in a
+    # fresh interpreter-mode process and the in-process copies are skipped (never silently passed).
     from deltanet.ops.dispatch import enable_interpreter
 
-    enable_interpreter()
+    try:
+        enable_interpreter()
+    except RuntimeError:
+        IN_PROCESS = False
 
 import pandas as pd  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -30,6 +38,12 @@ from deltanet.variants import all_variants  # noqa: E402
 
 DEVICE = "cuda" if CUDA else "cpu"
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs an NVIDIA GPU (CUDA not available)")
+
+
+@pytest.fixture(autouse=True)
+def _in_process_or_skip(request):
+    if not IN_PROCESS and request.node.originalname != "test_kernel_suite_in_subprocess":
+        pytest.skip("triton was imported before TRITON_INTERPRET=1; test_kernel_suite_in_subprocess reruns this")
 
 
 def tol(dtype, name, gated):
@@ -106,6 +120,20 @@ def test_kernel_output_only_loss_and_custom_scale(gated):
     compare(ref, out, torch.float32, gated)
 
 
+@pytest.mark.parametrize("gated", [False, True], ids=["delta", "gated"])
+def test_kernel_gpu_launch_config_in_interpreter(gated, monkeypatch):
+    """The GPU block sizes (several value blocks per head, masked tails) run through the interpreter too."""
+    import deltanet.ops.common_kernels as ck
+
+    real = ck.launch_config
+    monkeypatch.setattr(ck, "launch_config", lambda DK, DV, C, dtype, interpreted: real(DK, DV, C, dtype, False))
+    assert real(64, 100, 32, torch.float32, False)["NV_m"] > 1
+    inputs = make_inputs(1, 70, 1, 64, 100, gated, torch.float32, h0=True)
+    naive, kernel = (gated_delta_rule_chunkwise, chunk_gated_delta_rule) if gated else (
+        delta_rule_chunkwise, chunk_delta_rule)  # fmt: skip
+    compare(fwd_bwd(naive, inputs, chunk_size=32), fwd_bwd(kernel, inputs, chunk_size=32), torch.float32, gated)
+
+
 def test_kernel_rejects_bad_arguments():
     inputs = make_inputs(1, 20, 1, 16, 16, False, torch.float32, h0=False)
     with pytest.raises(ValueError, match="chunk_size"):
@@ -116,6 +144,15 @@ def test_kernel_rejects_bad_arguments():
         bf = {n: x.bfloat16() for n, x in inputs.items()}
         with pytest.raises(RuntimeError, match="bf16"):
             chunk_delta_rule(**bf)
+
+
+@pytest.mark.skipif(IN_PROCESS, reason="the kernel tests run in this process")
+def test_kernel_suite_in_subprocess():
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+                          env=env, capture_output=True, text=True, cwd=Path(__file__).parents[1])  # fmt: skip
+    print(proc.stdout[-5000:], proc.stderr[-2000:])
+    assert proc.returncode == 0, proc.stdout[-5000:]
 
 
 # ---------------------------------------------------------------------------------------------------------- dispatch
@@ -193,10 +230,10 @@ def test_model_kernels_field():
 # ------------------------------------------------------------------------------------------------------------ verify
 
 
-def test_verify_passes_and_writes_outputs(tmp_path, capsys):
+def test_verify_passes_and_writes_outputs(tmp_path, capfd):
     out, md = tmp_path / "k" / "verify.parquet", tmp_path / "k" / "verify.md"
     rc = verify_main(["--quick", "--out", str(out), "--summary", str(md), "--device", DEVICE])
-    assert rc == 0, capsys.readouterr().err
+    assert rc == 0, capfd.readouterr().err
     df = pd.read_parquet(out)
     for col in ("op", "B", "T", "H", "D", "chunk_size", "dtype", "tensor", "max_abs_err", "rms_ratio_err",
                 "tolerance", "passed"):  # fmt: skip
@@ -207,11 +244,11 @@ def test_verify_passes_and_writes_outputs(tmp_path, capsys):
     assert "0 failed" in md.read_text()
 
 
-def test_verify_fails_on_a_wrong_kernel(tmp_path, capsys, monkeypatch):
+def test_verify_fails_on_a_wrong_kernel(tmp_path, capfd, monkeypatch):
     monkeypatch.setenv(FAULT_ENV, "drop_state_update")
     out, md = tmp_path / "verify.parquet", tmp_path / "verify.md"
     rc = verify_main(["--quick", "--out", str(out), "--summary", str(md), "--device", DEVICE])
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert rc != 0
     assert "FAILED" in err
     assert "delta B=1 T=50 H=2 D=16 C=16 fp32 h0: o" in err or DEVICE == "cuda"

@@ -17,12 +17,14 @@ Kernels (grid in brackets; bh = batch·head, NV = value-dim blocks):
 - ``_fwd_o_kernel``    [NV, NT, BH]: the output.
 - ``_bwd_dh_kernel``   [NV, BH]:  reverse over chunks: dS_{n+1} (stored), dVn = (QKᵀ⊙Γ⊙M)ᵀ dO + K̃ dS_{n+1},
   dS_n = e^{G_L} dS_{n+1} + (Q⊙e^G)ᵀ dO − Wᵀ dVn; returns dS_0 (the initial-state gradient).
-- ``_bwd_main_kernel`` [NT, BH]:  per chunk, dq, dk, dv, dβ, dg (through W/U = T X / T Y and the solve:
-  dT = dW Xᵀ + dU Yᵀ, dX = Tᵀ dW, dY = Tᵀ dU, dA = −Tᵀ dT Tᵀ), dg = reverse cumsum of dG.
+- ``_bwd_vloop_kernel`` [NT, BH] then ``_bwd_post_kernel`` [NT, BH]: per chunk, dq, dk, dv, dβ, dg (through
+  W/U = T X / T Y and the solve: dT = dW Xᵀ + dU Yᵀ, dX = Tᵀ dW, dY = Tᵀ dU, dA = −Tᵀ dT Tᵀ; dg = reverse cumsum
+  of dG). The first sums over value blocks (and writes dv); the second does the key-dimension algebra. They are
+  two kernels only to keep each one's shared memory under the sm_90 limit at Dk = 128.
 
 Inputs keep the user layout ``[B, T, H, D]`` (rows past T are masked to zero, which is exactly zero padding:
 k = v = β = g = 0 leaves the state alone). Intermediates are fp32, heads-first and padded to NT·C rows.
-All accumulation is fp32; fp32 inputs use IEEE dots, fp16/bf16 inputs tf32 dots.
+All accumulation is fp32; fp32 inputs use 3-pass tf32 dots (≈ IEEE fp32), fp16/bf16 inputs tf32 dots.
 
 Test-only fault: ``DELTANET_KERNEL_FAULT=drop_state_update`` makes the forward state recurrence skip the
 update, so ``verify`` can show that it catches a wrong kernel.
@@ -253,29 +255,27 @@ def _bwd_dh_kernel(
 
 
 @triton.jit
-def _bwd_main_kernel(
-    q_ptr, k_ptr, v_ptr, beta_ptr, gc_ptr, tm_ptr, h_ptr, dh_ptr, vn_ptr, dvn_ptr, do_ptr,
-    dq_ptr, dk_ptr, dv_ptr, dbeta_ptr, dg_ptr, scale,
+def _bwd_vloop_kernel(
+    q_ptr, k_ptr, v_ptr, beta_ptr, tm_ptr, h_ptr, dh_ptr, vn_ptr, dvn_ptr, do_ptr,
+    dv_ptr, dqa_ptr, dkt_ptr, dw_ptr, datt_ptr, dtm_ptr, dbp_ptr, dgl_ptr,
     T, Tp, NT,
     H: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     NV: tl.constexpr, USE_G: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
+    """Per chunk, the sums over the value dimension; writes dv and fp32 partials for :func:`_bwd_post_kernel`."""
     n, bh = tl.program_id(0), tl.program_id(1)
     b, h = bh // H, bh % H
     r = tl.arange(0, C)
     t = n * C + r
     ck = tl.arange(0, BK)
     kmask = ck < DK
-    q = _load_rows(q_ptr, b, h, t, T, H, DK, ck) * scale
-    k = _load_rows(k_ptr, b, h, t, T, H, DK, ck)
     beta = _load_scalars(beta_ptr, b, h, t, T, H)
-    tm = tl.load(tm_ptr + (bh * Tp + t[:, None]) * C + r[None, :])
-    tmT = tl.trans(tm)
+    tmT = tl.trans(tl.load(tm_ptr + (bh * Tp + t[:, None]) * C + r[None, :]))
     dq_acc = tl.zeros([C, BK], dtype=tl.float32)  # dO S_nᵀ
     datt = tl.zeros([C, C], dtype=tl.float32)  # dO Vnᵀ
     dkt = tl.zeros([C, BK], dtype=tl.float32)  # Vn dS_{n+1}ᵀ   (grad of K̃ = K ⊙ e^{G_L − G})
     dw = tl.zeros([C, BK], dtype=tl.float32)  # −dVn S_nᵀ
-    dtm = tl.zeros([C, C], dtype=tl.float32)  # dU Yᵀ (+ dW Xᵀ below)
+    dtm = tl.zeros([C, C], dtype=tl.float32)  # dU Yᵀ
     dbeta = tl.zeros([C], dtype=tl.float32)
     dgl = tl.sum(tl.zeros([C], dtype=tl.float32), 0)  # Σ dS_{n+1} ⊙ S_n
     for iv in range(NV):
@@ -300,9 +300,45 @@ def _bwd_main_kernel(
         dbeta += tl.sum(dy * v, 1)
         if USE_G:
             dgl += tl.sum(tl.sum(dS * S, 1), 0)
+    koff = (bh * Tp + t[:, None]) * DK + ck[None, :]
+    tl.store(dqa_ptr + koff, dq_acc, mask=kmask[None, :])
+    tl.store(dkt_ptr + koff, dkt, mask=kmask[None, :])
+    tl.store(dw_ptr + koff, dw, mask=kmask[None, :])
+    coff = (bh * Tp + t[:, None]) * C + r[None, :]
+    tl.store(datt_ptr + coff, datt)
+    tl.store(dtm_ptr + coff, dtm)
+    tl.store(dbp_ptr + bh * Tp + t, dbeta)
+    if USE_G:
+        tl.store(dgl_ptr + bh * NT + n, dgl)
+
+
+@triton.jit
+def _bwd_post_kernel(
+    q_ptr, k_ptr, beta_ptr, gc_ptr, tm_ptr, dqa_ptr, dkt_ptr, dw_ptr, datt_ptr, dtm_ptr, dbp_ptr, dgl_ptr,
+    dq_ptr, dk_ptr, dbeta_ptr, dg_ptr, scale,
+    T, Tp, NT,
+    H: tl.constexpr, DK: tl.constexpr, C: tl.constexpr, BK: tl.constexpr,
+    USE_G: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """Per chunk, the key-dimension part: dq, dk, dβ, dg through the attention, W = T X and the UT solve."""
+    n, bh = tl.program_id(0), tl.program_id(1)
+    b, h = bh // H, bh % H
+    r = tl.arange(0, C)
+    t = n * C + r
+    ck = tl.arange(0, BK)
+    kmask = ck < DK
+    q = _load_rows(q_ptr, b, h, t, T, H, DK, ck) * scale
+    k = _load_rows(k_ptr, b, h, t, T, H, DK, ck)
+    beta = _load_scalars(beta_ptr, b, h, t, T, H)
+    coff = (bh * Tp + t[:, None]) * C + r[None, :]
+    koff = (bh * Tp + t[:, None]) * DK + ck[None, :]
+    tmT = tl.trans(tl.load(tm_ptr + coff))
+    datt = tl.load(datt_ptr + coff)
+    dq_acc = tl.load(dqa_ptr + koff, mask=kmask[None, :], other=0.0)
+    dkt = tl.load(dkt_ptr + koff, mask=kmask[None, :], other=0.0)
+    dbeta = tl.load(dbp_ptr + bh * Tp + t)
     causal = r[:, None] >= r[None, :]
     strict = r[:, None] > r[None, :]
-    kkt = _mm(k, tl.trans(k), PREC)
     if USE_G:
         G = tl.load(gc_ptr + bh * Tp + t)
         g_last = tl.load(gc_ptr + bh * Tp + n * C + C - 1)
@@ -312,11 +348,10 @@ def _bwd_main_kernel(
         dp = tl.where(causal, datt, 0.0) * gam
         dq = dq_acc * eg[:, None] + _mm(dp, k, PREC)
         dk = _mm(tl.trans(dp), q, PREC) + dkt * egl[:, None]
-        qk = _mm(q, tl.trans(k), PREC)
-        e = dp * qk
+        e = dp * _mm(q, tl.trans(k), PREC)
         f = tl.sum(dkt * k * egl[:, None], 1)
         dG = tl.sum(dq_acc * q * eg[:, None], 1) + tl.sum(e, 1) - tl.sum(e, 0) - f
-        dgl = dgl * tl.exp(g_last) + tl.sum(f, 0)
+        dgl = tl.load(dgl_ptr + bh * NT + n) * tl.exp(g_last) + tl.sum(f, 0)
         x = k * (beta * eg)[:, None]
     else:
         gam = tl.where(causal, 1.0, 0.0)
@@ -324,14 +359,17 @@ def _bwd_main_kernel(
         dq = dq_acc + _mm(dp, k, PREC)
         dk = _mm(tl.trans(dp), q, PREC) + dkt
         x = k * beta[:, None]
+    _store_rows(dq_ptr, dq * scale, b, h, t, T, H, DK, ck)
+    dw = tl.load(dw_ptr + koff, mask=kmask[None, :], other=0.0)
     # through W = T X
-    dtm += _mm(dw, tl.trans(x), PREC)
+    dtm = tl.load(dtm_ptr + coff) + _mm(dw, tl.trans(x), PREC)
     dx = _mm(tmT, dw, PREC)
     # through T = (I + A)⁻¹: dA = −Tᵀ dT Tᵀ, strictly lower; A = diag(β) (K Kᵀ ⊙ Γ)
     da = -_mm(_mm(tmT, dtm, PREC), tmT, PREC)
     da = tl.where(strict, da, 0.0)
+    kkt = _mm(k, tl.trans(k), PREC)
     dbk = da * beta[:, None] * gam
-    dk += _mm(dbk, k, PREC) + _mm(tl.trans(dbk), k, PREC)
+    dk += _mm(dbk + tl.trans(dbk), k, PREC)
     dbeta += tl.sum(da * kkt * gam, 1)
     if USE_G:
         dk += dx * (beta * eg)[:, None]
@@ -344,7 +382,6 @@ def _bwd_main_kernel(
     else:
         dk += dx * beta[:, None]
         dbeta += tl.sum(dx * k, 1)
-    _store_rows(dq_ptr, dq * scale, b, h, t, T, H, DK, ck)
     _store_rows(dk_ptr, dk, b, h, t, T, H, DK, ck)
     tl.store(dbeta_ptr + (b * T + t) * H + h, dbeta.to(dbeta_ptr.dtype.element_ty), mask=t < T)
 
@@ -360,17 +397,37 @@ def _fault() -> str | None:
     return fault
 
 
+def launch_config(DK: int, DV: int, C: int, dtype: torch.dtype, interpreted: bool) -> dict:
+    """Block sizes, warps and stages per kernel family.
+
+    Interpreter: one value block everywhere (fewer program instances). GPU: sized so that every kernel's shared
+    memory stays under the H100/H200 limit (227 KiB) for Dk ≤ 128 — checked without a GPU by compiling for sm_90
+    (``python benchmarks/kernels.py --aot-check``) — with smaller value blocks for larger key dims:
+    ``h`` = the sequential state kernels (fwd_h, bwd_dh; pipelining limited to 2 stages), ``o`` = wy/fwd_o,
+    ``m`` = the per-chunk backward. fp32 inputs use 3-pass tf32 dots (≈ fp32 accuracy on tensor cores), fp16/bf16
+    inputs tf32 dots; accumulation is fp32 throughout.
+    """
+    BK = max(16, triton.next_power_of_2(DK))
+    BVfull = max(16, triton.next_power_of_2(DV))
+    if interpreted:
+        bv_h = bv_o = bv_m = BVfull
+    else:
+        bv_h = min(BVfull, 64 if BK <= 64 else 32)
+        bv_o = min(BVfull, 64)
+        bv_m = min(BVfull, 64 if BK <= 32 else 32 if BK <= 64 else 16)
+    cfg = dict(BK=BK, PREC="tf32x3" if dtype == torch.float32 else "tf32", W=4 if BK * C <= 1024 else 8,
+               S_h=1 if BK * C >= 128 * 64 else 2)  # fmt: skip  # pipelining stages of the sequential kernels
+    for name, bv in (("h", bv_h), ("o", bv_o), ("m", bv_m)):
+        cfg[f"BV_{name}"], cfg[f"NV_{name}"] = bv, triton.cdiv(DV, bv)
+    return cfg
+
+
 def _meta(q: Tensor, v: Tensor, chunk_size: int) -> dict:
     B, T, H, DK = q.shape
     DV = v.shape[-1]
-    C = chunk_size
-    NT = triton.cdiv(T, C)
-    BK = max(16, triton.next_power_of_2(DK))
-    BVfull = max(16, triton.next_power_of_2(DV))
-    # interpreter: one value block (fewer program instances); GPU: ≤ 64 columns per block for more parallelism.
-    BV = BVfull if INTERPRETED else min(64, BVfull)
-    return dict(B=B, T=T, H=H, DK=DK, DV=DV, C=C, NT=NT, Tp=NT * C, BK=BK, BV=BV, NV=triton.cdiv(DV, BV),
-                PREC="ieee" if q.dtype == torch.float32 else "tf32")  # fmt: skip
+    NT = triton.cdiv(T, chunk_size)
+    cfg = launch_config(DK, DV, chunk_size, q.dtype, INTERPRETED)
+    return dict(B=B, T=T, H=H, DK=DK, DV=DV, C=chunk_size, NT=NT, Tp=NT * chunk_size, **cfg)
 
 
 def _forward_h(k, w, u, gc, h0, m, drop_update=False):
@@ -378,10 +435,10 @@ def _forward_h(k, w, u, gc, h0, m, drop_update=False):
     h = k.new_empty(B * H, NT, DK, DV, dtype=torch.float32)
     vn = k.new_empty(B * H, Tp, DV, dtype=torch.float32)
     ht = k.new_empty(B, H, DK, DV, dtype=torch.float32)
-    _fwd_h_kernel[(m["NV"], B * H)](
+    _fwd_h_kernel[(m["NV_h"], B * H)](
         k, w, u, gc, h0 if h0 is not None else ht, h, vn, ht, m["T"], Tp, NT,
-        H=H, DK=DK, DV=DV, C=m["C"], BK=m["BK"], BV=m["BV"], USE_G=gc is not None, HAS_H0=h0 is not None,
-        DROP_UPDATE=drop_update, PREC=m["PREC"],
+        H=H, DK=DK, DV=DV, C=m["C"], BK=m["BK"], BV=m["BV_h"], USE_G=gc is not None, HAS_H0=h0 is not None,
+        DROP_UPDATE=drop_update, PREC=m["PREC"], num_warps=m["W"], num_stages=m["S_h"],
     )  # fmt: skip
     return h, vn, ht
 
@@ -397,13 +454,13 @@ def chunk_forward(q, k, v, g, beta, scale, h0, chunk_size, drop_update=False):
     gc = q.new_empty(B * H, Tp, dtype=torch.float32) if use_g else None
     _wy_fwd_kernel[(m["NT"], B * H)](
         k, v, beta, g if use_g else beta, w, u, tm, gc if use_g else w, m["T"], Tp,
-        H=H, DK=DK, DV=DV, C=C, BK=m["BK"], BV=m["BV"], NV=m["NV"], USE_G=use_g, PREC=m["PREC"],
+        H=H, DK=DK, DV=DV, C=C, BK=m["BK"], BV=m["BV_o"], NV=m["NV_o"], USE_G=use_g, PREC=m["PREC"], num_warps=m["W"],
     )  # fmt: skip
     h, vn, ht = _forward_h(k, w, u, gc, h0, m, drop_update)
-    o = torch.empty_like(v)
-    _fwd_o_kernel[(m["NV"], m["NT"], B * H)](
+    o = torch.empty(v.shape, dtype=q.dtype, device=v.device)  # the naive op returns o in q.dtype
+    _fwd_o_kernel[(m["NV_o"], m["NT"], B * H)](
         q, k, gc if use_g else w, h, vn, o, scale, m["T"], Tp, m["NT"],
-        H=H, DK=DK, DV=DV, C=C, BK=m["BK"], BV=m["BV"], USE_G=use_g, PREC=m["PREC"],
+        H=H, DK=DK, DV=DV, C=C, BK=m["BK"], BV=m["BV_o"], USE_G=use_g, PREC=m["PREC"], num_warps=m["W"],
     )  # fmt: skip
     return o, ht, (w, u, tm, gc)
 
@@ -419,17 +476,28 @@ def chunk_backward(q, k, v, g, beta, scale, h0, chunk_size, saved, do, dht):
     dh = torch.empty_like(h)
     dvn = torch.empty_like(vn)
     dh0 = q.new_empty(B, H, DK, DV, dtype=torch.float32)
-    _bwd_dh_kernel[(m["NV"], B * H)](
+    _bwd_dh_kernel[(m["NV_h"], B * H)](
         q, k, w, gc if use_g else w, do, dht if dht is not None else dh0, dh, dvn, dh0, scale, m["T"], Tp, NT,
-        H=H, DK=DK, DV=DV, C=C, BK=m["BK"], BV=m["BV"], USE_G=use_g, HAS_DHT=dht is not None, PREC=m["PREC"],
+        H=H, DK=DK, DV=DV, C=C, BK=m["BK"], BV=m["BV_h"], USE_G=use_g, HAS_DHT=dht is not None, PREC=m["PREC"],
+        num_warps=m["W"], num_stages=m["S_h"],
     )  # fmt: skip
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dbeta = torch.empty_like(beta)
     dg = torch.empty_like(g) if use_g else None
-    _bwd_main_kernel[(NT, B * H)](
-        q, k, v, beta, gc if use_g else w, tm, h, dh, vn, dvn, do, dq, dk, dv, dbeta, dg if use_g else dbeta, scale,
-        m["T"], Tp, NT,
-        H=H, DK=DK, DV=DV, C=C, BK=m["BK"], BV=m["BV"], NV=m["NV"], USE_G=use_g, PREC=m["PREC"],
+    # fp32 partials handed from the value-loop kernel to the key-dimension kernel (split to bound shared memory)
+    dqa, dkt, dw = (q.new_empty(B * H, Tp, DK, dtype=torch.float32) for _ in range(3))
+    datt, dtm = (q.new_empty(B * H, Tp, C, dtype=torch.float32) for _ in range(2))
+    dbp = q.new_empty(B * H, Tp, dtype=torch.float32)
+    dgl = q.new_empty(B * H, NT, dtype=torch.float32)
+    _bwd_vloop_kernel[(NT, B * H)](
+        q, k, v, beta, tm, h, dh, vn, dvn, do, dv, dqa, dkt, dw, datt, dtm, dbp, dgl, m["T"], Tp, NT,
+        H=H, DK=DK, DV=DV, C=C, BK=m["BK"], BV=m["BV_m"], NV=m["NV_m"], USE_G=use_g, PREC=m["PREC"], num_warps=m["W"],
+        num_stages=2,
+    )  # fmt: skip
+    _bwd_post_kernel[(NT, B * H)](
+        q, k, beta, gc if use_g else dbp, tm, dqa, dkt, dw, datt, dtm, dbp, dgl, dq, dk, dbeta,
+        dg if use_g else dbeta, scale, m["T"], Tp, NT,
+        H=H, DK=DK, C=C, BK=m["BK"], USE_G=use_g, PREC=m["PREC"], num_warps=m["W"], num_stages=1,
     )  # fmt: skip
     return dq, dk, dv, dg, dbeta, dh0
 

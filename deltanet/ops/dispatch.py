@@ -24,9 +24,28 @@ BACKENDS = ("auto", "triton", "naive")
 KERNEL_CHUNK_SIZES = (16, 32, 64)
 
 
+def _triton_interpreted() -> bool | None:
+    """None if triton is not imported yet; else whether it was imported in interpreter mode (its own standard
+    library, e.g. ``tl.zeros``, is decorated at import, so the switch must be set before ``import triton``)."""
+    if "triton" not in sys.modules:
+        return None
+    import triton.language as tl
+
+    return type(tl.zeros).__name__ == "InterpretedFunction"
+
+
 def enable_interpreter() -> None:
-    """Run the Triton kernels in the CPU interpreter: set ``TRITON_INTERPRET=1`` and, if the kernel module was
-    already imported (decorated for the compiler), reload it so its kernels are re-decorated for the interpreter."""
+    """Run the Triton kernels in the CPU interpreter by setting ``TRITON_INTERPRET=1``.
+
+    Triton reads the switch when a function is decorated, including its own standard library at ``import triton``,
+    so this only works before triton is imported in this process; otherwise it raises RuntimeError (run in a fresh
+    process with ``TRITON_INTERPRET=1``). Our kernel module is reloaded if it was decorated for the compiler."""
+    state = _triton_interpreted()
+    if state is False:
+        raise RuntimeError(
+            "triton was already imported in this process without TRITON_INTERPRET=1, so its kernels cannot run on "
+            "CPU here; start a fresh process with TRITON_INTERPRET=1 set"
+        )
     os.environ["TRITON_INTERPRET"] = "1"
     module = sys.modules.get("deltanet.ops.common_kernels")
     if module is not None and not module.INTERPRETED:
@@ -34,9 +53,13 @@ def enable_interpreter() -> None:
 
 
 def interpreter_enabled() -> bool:
+    """Whether the kernels run (or will run, once imported) in the Triton interpreter in this process."""
+    state = _triton_interpreted()
     module = sys.modules.get("deltanet.ops.common_kernels")
     if module is not None:
-        return bool(module.INTERPRETED)
+        return bool(module.INTERPRETED) and state is not False
+    if state is not None:
+        return state
     return os.environ.get("TRITON_INTERPRET", "0").lower() not in ("", "0", "false", "off", "no")
 
 

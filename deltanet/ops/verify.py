@@ -190,7 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cpu":
         from deltanet.ops.dispatch import enable_interpreter
 
-        enable_interpreter()  # must happen before the kernels are decorated (or it reloads them)
+        try:
+            enable_interpreter()  # must happen before triton is imported
+        except RuntimeError:  # triton already imported for the compiler in this process: rerun in a fresh one
+            import os
+            import subprocess
+
+            env = {**os.environ, "TRITON_INTERPRET": "1"}
+            cmd = [sys.executable, "-m", "deltanet.ops.verify", *(sys.argv[1:] if argv is None else argv)]
+            return subprocess.run(cmd, env=env).returncode
     start = time.perf_counter()
     rows = []
     for case in make_cases(device, args.quick):
