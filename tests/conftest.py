@@ -6,6 +6,9 @@ import torch
 os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "33554432")
 os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "17179869184")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+if not torch.cuda.is_available():
+    # Triton picks interpreter-or-compiler when it is first imported: set it before any test module imports it.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture
