@@ -96,6 +96,18 @@ def test_kill_and_resume_matches_uninterrupted_run(reference, tmp_path, monkeypa
     assert not ckpt.exists()
 
 
+def test_unreadable_checkpoint_restarts_only_that_run(reference, tmp_path, monkeypatch, capsys):
+    config, expected, _ = reference
+    out, ckpt = tmp_path / "runs.parquet", tmp_path / "runs.parquet.ckpt"
+    monkeypatch.setenv("DELTANET_STOP_AFTER_EPOCHS", "1")
+    assert train(config, out) == 3
+    (ckpt / "run-0001.pt").write_bytes(b"not a checkpoint")
+    monkeypatch.delenv("DELTANET_STOP_AFTER_EPOCHS")
+    assert train(config, out) == 0
+    assert "unusable" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(pd.read_parquet(out).drop(columns=TIMING), expected.drop(columns=TIMING))
+
+
 def test_nan_loss_gives_diverged_row_and_job_goes_on(tmp_path, monkeypatch):
     config, out = write_config(tmp_path), tmp_path / "runs.parquet"
     monkeypatch.setenv("DELTANET_FORCE_NAN", "1:2")  # run 1 diverges in epoch 2

@@ -154,7 +154,9 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, shuffle, state: Run
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler, shuffle, device) -> RunState:
-    payload = torch.load(path, map_location=device, weights_only=False)  # our own file: holds numpy RNG state
+    # our own file (it holds numpy RNG state, hence weights_only=False); loaded to CPU because RNG states must stay
+    # CPU tensors; load_state_dict moves model and optimiser state onto the parameters' device
+    payload = torch.load(path, map_location="cpu", weights_only=False)
     if payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: checkpoint format {payload.get('format')}, expected {CHECKPOINT_FORMAT}")
     model.load_state_dict(payload["model"])
@@ -182,7 +184,13 @@ def train_run(plan: RunPlan, data: TensorData, ckpt: Path, on_epoch: Callable[[R
     shuffle = torch.Generator().manual_seed(plan.seed)
     state = RunState()
     if ckpt.exists():
-        state = load_checkpoint(ckpt, model, optimizer, scheduler, shuffle, device)
+        try:
+            state = load_checkpoint(ckpt, model, optimizer, scheduler, shuffle, device)
+        except Exception as err:  # unreadable or from an older format: this run starts over, nothing else is lost
+            print(f"  run {plan.index}: checkpoint {ckpt} unusable ({type(err).__name__}: {err}); restarting run",
+                  flush=True)  # fmt: skip
+            ckpt.unlink()
+            return train_run(plan, data, ckpt, on_epoch)
     prior_wall = state.wall_seconds  # wall time of earlier (killed) invocations of this run
     reset_peak_memory(device)
     nan_from = _force_nan_epoch(plan.index)
