@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -145,7 +146,19 @@ class SlurmCluster:
         self.bringup_s = time.monotonic() - t0
 
     def stop(self, timeout: float = 15) -> None:
-        """Stop the daemons this object started (by PID, newest first); never touches other processes."""
+        """Cancel this cluster's jobs, then stop the daemons this object started, by PID, newest first.
+
+        Job processes (slurmstepd and what it runs) are not our children; they are found by the private
+        ``SLURM_CONF`` path in their environment, so nothing outside this cluster is ever signalled.
+        """
+        ctld = self.procs.get("slurmctld")
+        if ctld is not None and ctld.poll() is None:
+            ids = self.run("squeue", "-h", "-o", "%i", check=False).stdout.split()
+            if ids:
+                self.run("scancel", *ids, check=False)
+            deadline = time.monotonic() + timeout
+            while self.job_processes() and time.monotonic() < deadline:
+                time.sleep(0.2)
         for name in reversed(list(self.procs)):
             p = self.procs[name]
             if p.poll() is None:
@@ -155,11 +168,36 @@ class SlurmCluster:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait(5)
-        for f in self._logs.values() if hasattr(self, "_logs") else ():
+        for pid in self.job_processes():  # a step that outlived slurmd would wait for it forever
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for f in getattr(self, "_logs", {}).values():
             f.close()
 
+    def pids(self) -> dict[str, int]:
+        return {name: p.pid for name, p in self.procs.items()}
+
     def stopped(self) -> bool:
-        return all(p.poll() is not None for p in self.procs.values())
+        return all(p.poll() is not None for p in self.procs.values()) and not self.job_processes()
+
+    def job_processes(self) -> list[int]:
+        """PIDs of live processes (other than our daemons) whose environment names this cluster's slurm.conf."""
+        marker = f"SLURM_CONF={self.conf}".encode()
+        ours = {p.pid for p in self.procs.values()}
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) in ours or int(entry.name) == os.getpid():
+                continue
+            try:
+                env = (entry / "environ").read_bytes().split(b"\0")
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if marker in env and state != "Z":
+                found.append(int(entry.name))
+        return found
 
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
