@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deltanet.ops import delta_rule_chunkwise, gated_delta_rule_chunkwise
+from deltanet.ops.dispatch import BACKENDS, delta_rule, gated_delta_rule
 from deltanet.variants import Variant, get_variant
 
 LAYER_KINDS = ("mixer", "swiglu")
@@ -39,6 +39,7 @@ class ModelConfig:
     norm_eps: float = 1e-5
     init_std: float = 0.02  # paper-time MAD init of Linear weights and embeddings (mad-benchmark.md, caveat 2)
     max_length: int = 128  # AutoEncoder output length (the task's seq_len)
+    kernels: str = "naive"  # auto | triton | naive (deltanet/ops/dispatch.py); Triton only for USES_KERNEL variants
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -46,6 +47,8 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"ModelConfig.{name} must be a positive int, got {value!r}")
+        if self.kernels not in BACKENDS:
+            raise ValueError(f"ModelConfig.kernels must be one of {BACKENDS}, got {self.kernels!r}")
         bad = [kind for kind in self.layers if kind not in LAYER_KINDS]
         if bad:
             raise ValueError(f"ModelConfig.layers has unknown kinds {bad}; allowed: {LAYER_KINDS}")
@@ -92,18 +95,16 @@ class DeltaNetMixer(nn.Module):
         k = F.normalize(self.k_conv(self.k_proj(x)).view(B, T, H, Dh), dim=-1)
         v = self.v_conv(self.v_proj(x)).view(B, T, H, Dh)
         beta = torch.sigmoid(self.b_proj(x))
+        # naive op with the variant's loop, or the Triton kernel when the variant declares USES_KERNEL
         loop = dict(
-            chunk_size=self.cfg.chunk_size,
-            loop_body=self.variant.loop_body,
-            params=self.loop_params,
-            init_carry=self.variant.init_carry,
+            chunk_size=self.cfg.chunk_size, backend=self.cfg.kernels, variant=self.variant, params=self.loop_params
         )
         if self.gated:
             g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)
-            o, _ = gated_delta_rule_chunkwise(q, k, v, g, beta, **loop)
+            o, _ = gated_delta_rule(q, k, v, g, beta, **loop)
             o = self.o_norm(o) * F.silu(self.g_proj(x).view(B, T, H, Dh))
         else:
-            o, _ = delta_rule_chunkwise(q, k, v, beta, **loop)
+            o, _ = delta_rule(q, k, v, beta, **loop)
             o = self.o_norm(o)
         return self.o_proj(o.reshape(B, T, H * Dh).to(x.dtype))
 

@@ -1,16 +1,34 @@
-"""Delta-rule ops: one folder per op (``naive.py`` = the readable reference), shared loop seam in ``common.py``."""
+"""Delta-rule ops: one folder per op (``naive.py`` = the readable reference, ``chunk.py`` = our Triton kernels),
+shared loop seam in ``common.py``, shared kernels in ``common_kernels.py``, backend choice in ``dispatch.py``."""
 
 from deltanet.ops.common import Carry, Chunk
 from deltanet.ops.delta_rule import baseline_loop_body, delta_rule_chunkwise, delta_rule_recurrence
+from deltanet.ops.dispatch import resolve_backend
 from deltanet.ops.gated_delta_rule import gated_delta_rule_chunkwise, gated_delta_rule_recurrence, gated_loop_body
 
 __all__ = [
     "Carry",
     "Chunk",
     "baseline_loop_body",
+    "chunk_delta_rule",
+    "chunk_gated_delta_rule",
     "delta_rule_chunkwise",
     "delta_rule_recurrence",
     "gated_delta_rule_chunkwise",
     "gated_delta_rule_recurrence",
     "gated_loop_body",
+    "resolve_backend",
 ]
+
+
+def __getattr__(name: str):
+    # Triton chunk ops on first use (see deltanet/ops/dispatch.py for why they are not imported eagerly).
+    if name == "chunk_delta_rule":
+        from deltanet.ops.delta_rule.chunk import chunk_delta_rule
+
+        return chunk_delta_rule
+    if name == "chunk_gated_delta_rule":
+        from deltanet.ops.gated_delta_rule.chunk import chunk_gated_delta_rule
+
+        return chunk_gated_delta_rule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,8 @@ A variant module holds the math of one per-chunk loop (see :mod:`deltanet.ops.co
 - optionally ``init_carry(S0) -> carry`` (extra loop state such as a momentum) and
   ``make_params(num_heads, head_k_dim, head_v_dim) -> nn.Module`` (learnable parameters, owned by the mixer).
 
-The module docstring's first line is the variant's one-line summary.
+The module docstring's first line is the variant's one-line summary. Not variants: ``_``-prefixed files (shared
+helpers in ``_common.py``) and ``cli.py`` (``deltanet variants`` / ``deltanet new-variant``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from deltanet.ops.common import InitCarry, LoopBody, default_init_carry
 
 MIXER_KINDS = ("delta", "gated")
 PACKAGE_DIR = Path(__file__).parent
+NOT_VARIANTS = frozenset({"cli"})  # modules of this folder that are not variants (besides ``_``-prefixed ones)
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,9 @@ def _from_module(name: str, module: ModuleType) -> Variant:
 
 
 def variant_names() -> list[str]:
-    """Names of every variant module in this folder, sorted (files starting with ``_`` are not variants)."""
-    return sorted(m.name for m in pkgutil.iter_modules([str(PACKAGE_DIR)]) if not m.name.startswith("_"))
+    """Names of every variant module in this folder, sorted (``_``-prefixed files and ``cli`` are not variants)."""
+    modules = pkgutil.iter_modules([str(PACKAGE_DIR)])
+    return sorted(m.name for m in modules if not m.name.startswith("_") and m.name not in NOT_VARIANTS)
 
 
 @cache

@@ -1,0 +1,44 @@
+"""deltanet-repro: verify_kernels -> train (variant x task) -> aggregate -> report, under results/<scale>/.
+
+Run: `snakemake --cores all` (tiny scale on a CPU); `--use-singularity --singularity-args="--nv"` runs the project
+rules in the CUDA image that the DAG builds from the Dockerfile. See README.md.
+"""
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+check_config(config)
+SCALE = resolve_and_announce_scale(config)
+VARIANTS = selected(config, "variants")
+TASKS = selected(config, "tasks")
+write_effective_config(config)
+
+
+# Built from the registries, so a path with an unknown variant or task matches no rule.
+wildcard_constraints:
+    scale="|".join(config["scales"]),
+    variant="|".join(variant_names()),
+    task="|".join(TASK_IDS),
+
+
+include: "workflow/rules/container.smk"
+include: "workflow/rules/kernels.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        expand(rules.verify_kernels.output.summary, scale=SCALE),
+        expand(rules.aggregate.output.csv, scale=SCALE),
+        expand(rules.report.output.html, scale=SCALE),

@@ -1,0 +1,70 @@
+"""Run summary and provenance, read from the run rows (never from the machine rendering the report)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from pathlib import Path
+
+import pandas as pd
+
+# optional timestamp columns a run table may carry beyond RUN_COLUMNS (first found wins)
+TIME_COLUMNS = ("finished_at", "ended_at", "timestamp", "started_at")
+
+
+def _values(runs: pd.DataFrame, column: str) -> str:
+    if column not in runs or runs.empty:
+        return "not recorded"
+    values = sorted({str(v) for v in runs[column].dropna() if str(v) != ""})
+    return ", ".join(values) if values else "not recorded"
+
+
+def _duration(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "not recorded"
+    h, rem = divmod(int(round(seconds)), 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h {m:02d}m {s:02d}s ({seconds:,.1f} s summed over runs)"
+
+
+def _dates(runs: pd.DataFrame, files: list[Path]) -> str:
+    for column in TIME_COLUMNS:
+        if column in runs and runs[column].notna().any():
+            stamps = pd.to_datetime(runs[column], utc=True, errors="coerce").dropna()
+            if len(stamps):
+                return f"{stamps.min():%Y-%m-%d %H:%M} – {stamps.max():%Y-%m-%d %H:%M} UTC (run column `{column}`)"
+    mtimes = [p.stat().st_mtime for p in files if p.exists()]
+    if not mtimes:
+        return "not recorded"
+    lo, hi = (dt.datetime.fromtimestamp(t, dt.timezone.utc) for t in (min(mtimes), max(mtimes)))
+    return f"{lo:%Y-%m-%d %H:%M} – {hi:%Y-%m-%d %H:%M} UTC (run file modification times; no timestamp column)"
+
+
+def summary(runs: pd.DataFrame, scale: str, files: list[Path]) -> pd.DataFrame:
+    """Two-column table (item, value) describing where the numbers come from."""
+    if runs.empty:
+        commits = "not recorded"
+    else:
+        commits = ", ".join(
+            f"{c}{' (dirty)' if bool(runs.loc[runs['git_commit'] == c, 'git_dirty'].any()) else ''}"
+            for c in sorted(set(runs["git_commit"].astype(str)))
+        )
+    n = len(runs)
+    rows = [
+        ("scale", scale),
+        ("scales in run rows", _values(runs, "scale")),
+        ("git commit(s)", commits),
+        ("devices", _values(runs, "device")),
+        ("torch", _values(runs, "torch_version")),
+        ("triton", _values(runs, "triton_version")),
+        ("python", _values(runs, "python_version")),
+        ("date", _dates(runs, files)),
+        ("total wall time", _duration(float(runs["wall_seconds"].sum()) if n else math.nan)),
+        ("run files", str(len(files))),
+        ("runs", str(n)),
+        ("variants", str(runs["variant"].nunique()) if n else "0"),
+        ("seeds", _values(runs, "seed")),
+        ("diverged runs", str(int((runs["stop_reason"] == "diverged").sum())) if n else "0"),
+        ("runs with NaN test accuracy (dropped)", str(int(runs["test_acc"].isna().sum())) if n else "0"),
+    ]
+    return pd.DataFrame(rows, columns=["item", "value"])

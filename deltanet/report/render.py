@@ -1,0 +1,124 @@
+"""Render report sections to Markdown (plots referenced under plots/) and self-contained HTML (plots inlined)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import numbers
+import re
+
+from tabulate import tabulate
+
+from deltanet.report.document import Bullets, Image, Para, Section, Table, Verbatim
+
+_CODE = re.compile(r"`([^`]+)`")
+_BOLD = re.compile(r"\*\*([^*]+)\*\*")
+CSS = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1300px;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.6em 0;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#f0f0f0} td:first-child,th:first-child{text-align:left}
+td.txt{text-align:left} td.missing{color:#999;text-align:center}
+code{background:#f4f4f4;padding:0 3px} pre{background:#f7f7f7;padding:.8em;overflow-x:auto}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0} nav li{display:inline;margin-right:1em}
+"""
+
+
+def _is_missing(v: object) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _fmt(v: object, t: Table) -> str:
+    if _is_missing(v):
+        return "—"
+    if isinstance(v, float):
+        if float(format(v, t.floatfmt)) == 0:
+            v = 0.0  # no "-0.0000"
+        return format(v, ("+" if t.signed else "") + t.floatfmt)
+    return str(v)
+
+
+def _cells(t: Table) -> list[list[str]]:
+    return [[_fmt(v, t) for v in row] for row in t.df.itertuples(index=False)]
+
+
+# ---------------------------------------------------------------------------------------------- Markdown
+def _md_table(t: Table) -> str:
+    return tabulate(_cells(t), headers=[str(c) for c in t.df.columns], tablefmt="github", disable_numparse=True)
+
+
+def to_markdown(title: str, sections: list[Section]) -> str:
+    parts = [f"# {title}", ""]
+    for sec in sections:
+        parts += [f"## {sec.title}", ""]
+        for b in sec.blocks:
+            if isinstance(b, Para):
+                parts.append(b.text)
+            elif isinstance(b, Bullets):
+                parts.append("\n".join(f"- {i}" for i in b.items))
+            elif isinstance(b, Table):
+                parts.append(_md_table(b))
+            elif isinstance(b, Image):
+                parts.append(f"![{b.alt}](plots/{b.name})")
+            elif isinstance(b, Verbatim):
+                parts.append(b.text.strip())
+            parts.append("")
+    return "\n".join(parts).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- HTML
+def _inline(text: str) -> str:
+    out = html.escape(text, quote=False)
+    out = _CODE.sub(r"<code>\1</code>", out)
+    return _BOLD.sub(r"<b>\1</b>", out)
+
+
+def delta_style(v: float, scale: float = 0.2) -> str:
+    """Background colour of a delta cell: green above 0, red below, stronger with magnitude (full at ``scale``)."""
+    if _is_missing(v) or abs(v) < 5e-4:
+        return ""
+    alpha = 0.15 + 0.6 * min(abs(v) / scale, 1.0)
+    rgb = "0,150,0" if v > 0 else "210,0,0"
+    return f' style="background:rgba({rgb},{alpha:.2f})"'
+
+
+def _html_table(t: Table) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in t.df.columns)
+    rows = []
+    for raw, text in zip(t.df.itertuples(index=False), _cells(t)):
+        tds = []
+        for v, s in zip(raw, text):
+            numeric = isinstance(v, numbers.Number) and not isinstance(v, bool)
+            cls = ' class="missing"' if _is_missing(v) else ("" if numeric else ' class="txt"')
+            style = delta_style(v) if (t.colour == "delta" and numeric) else ""
+            tds.append(f"<td{cls}{style}>{_inline(s)}</td>")
+        rows.append("<tr>" + "".join(tds) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def to_html(title: str, sections: list[Section], images: dict[str, bytes]) -> str:
+    """Self-contained HTML: CSS inline, every plot a base64 PNG data URI, no external asset."""
+    nav = "".join(f'<li><a href="#{s.anchor}">{html.escape(s.title)}</a></li>' for s in sections)
+    body = [f"<h1>{html.escape(title)}</h1>", f"<nav><ul>{nav}</ul></nav>"]
+    for sec in sections:
+        body.append(f'<h2 id="{sec.anchor}">{html.escape(sec.title)}</h2>')
+        for b in sec.blocks:
+            if isinstance(b, Para):
+                body.append(f"<p>{_inline(b.text)}</p>")
+            elif isinstance(b, Bullets):
+                body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b.items) + "</ul>")
+            elif isinstance(b, Table):
+                body.append(_html_table(b))
+            elif isinstance(b, Image):
+                data = base64.b64encode(images[b.name]).decode("ascii")
+                body.append(f'<figure><img alt="{html.escape(b.alt)}" src="data:image/png;base64,{data}">'
+                            f"<figcaption>{html.escape(b.alt)}</figcaption></figure>")  # fmt: skip
+            elif isinstance(b, Verbatim):
+                body.append(f"<pre>{html.escape(b.text)}</pre>")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
+
+

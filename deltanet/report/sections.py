@@ -1,0 +1,115 @@
+"""Assemble the report's sections (document blocks) from the accuracies, the run rows and the reference table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from deltanet.aggregate import SCORE_COLUMNS, wide_table
+from deltanet.report import analysis, compare, provenance
+from deltanet.report.document import Image, Para, Section, Table, Verbatim
+from deltanet.report.takeaways import takeaways
+
+TITLES = (
+    "Run summary and provenance",
+    "Takeaways",
+    "Leaderboard",
+    "Best variant per task",
+    "Deltas against the baselines",
+    "Variants that beat the gated baseline",
+    "Collapsed variants",
+    "Kernel verification",
+    "Reported vs reproduced",
+    "Plots",
+)
+
+
+@dataclass
+class ReportInputs:
+    scale: str
+    long: pd.DataFrame  # accuracies long form (deltanet.aggregate.LONG_COLUMNS)
+    runs: pd.DataFrame  # run rows (RUN_COLUMNS + setting fields)
+    run_files: list[Path]
+    reference: pd.DataFrame  # deltanet.aggregate.load_reference()
+    kernels_summary: str | None  # markdown text of kernels/verify.md, None when not run
+
+
+def build_sections(inp: ReportInputs) -> list[Section]:
+    wide = wide_table(inp.long)
+    grid_tasks = list(dict.fromkeys(inp.long["display_name"]))
+    board = analysis.leaderboard(wide, grid_tasks)
+    beats = analysis.beats_gated(wide)
+    chance = analysis.chance_levels(inp.runs)
+    collapse = analysis.collapsed(wide, chance)
+    rho = compare.spearman_table(wide, inp.reference)
+    moves = compare.rank_moves(wide, inp.reference)
+
+    s: dict[str, list] = {t: [] for t in TITLES}
+    s["Run summary and provenance"] = [Table(provenance.summary(inp.runs, inp.scale, inp.run_files))]
+    s["Takeaways"] = [Para(" ".join(takeaways(inp.scale, wide, board, beats, collapse, rho, moves, inp.long)))]
+
+    avg_note = (
+        "Average = unweighted mean over the six MAD tasks"
+        if set(grid_tasks) == set(SCORE_COLUMNS)
+        else f"Average = unweighted mean over this grid's {len(grid_tasks)} task(s) ({', '.join(grid_tasks)}), "
+        "not the six MAD tasks"
+    )
+    s["Leaderboard"] = [
+        Para(f"Scores follow MAD-lab's `mad/analysis.py`: best test accuracy over the lr × weight-decay sweep per "
+             f"setting and seed, mean over the task's settings, mean over seeds. {avg_note}; a variant missing a task "
+             "has no average and is listed last."),  # fmt: skip
+        Table(board),
+    ]
+    s["Best variant per task"] = [Table(analysis.best_per_task(wide))]
+
+    blocks = [Para("Score minus the baseline's score (positive: better than the baseline); green above, red below.")]
+    for base in analysis.BASELINES:
+        d = analysis.deltas(wide, base)
+        blocks.append(Para(f"**vs `{base}`**"))
+        blocks.append(Table(d, colour="delta", signed=True) if d is not None else Para(f"`{base}` was not run."))
+    s["Deltas against the baselines"] = blocks
+
+    gated = analysis.GATED_BASELINE
+    if beats is None:
+        s["Variants that beat the gated baseline"] = [Para(f"`{gated}` was not run, so there is nothing to beat.")]
+    elif beats.empty:
+        s["Variants that beat the gated baseline"] = [Para(f"No variant scores above `{gated}` on any task.")]
+    else:
+        s["Variants that beat the gated baseline"] = [Table(beats)]
+
+    rule = (f"Rule: chance = mean over the task's settings of 1 / vocab_size (from the run rows; MAD baseline "
+            f"vocabularies where absent). A score below {analysis.CHANCE_FACTOR:g} × chance is near chance; a variant "
+            f"has collapsed when at least {analysis.COLLAPSE_FRACTION:.0%} of its scored tasks are near chance.")  # fmt: skip
+    chance_table = pd.DataFrame({"task": list(chance), "chance": list(chance.values()),
+                                 "near-chance threshold": [analysis.CHANCE_FACTOR * c for c in chance.values()]})  # fmt: skip
+    s["Collapsed variants"] = [
+        Para(rule), Table(chance_table),
+        Table(collapse) if len(collapse) else Para("No variant collapsed."),
+    ]  # fmt: skip
+
+    s["Kernel verification"] = (
+        [Verbatim(inp.kernels_summary)] if inp.kernels_summary is not None
+        else [Para("Kernel verification was not run for this report (no summary file given).")]
+    )  # fmt: skip
+
+    s["Reported vs reproduced"] = [
+        Para("Each cell: `reported → reproduced (reproduced − reported)`; — where a table lacks the cell. The "
+             "reference is the published table shipped as `deltanet/data/reported_accuracies.csv`."),
+        Table(compare.side_by_side(wide, inp.reference)),
+        Para(f"Spearman rank correlation over the variants scored in both tables (needs at least "
+             f"{compare.MIN_SPEARMAN_N}; — otherwise). The overall figure ranks by Average."),
+        Table(rho, floatfmt=".3f"),
+        Para("Variants whose rank by average moved most (positive `moved`: higher in the reproduced table):"),
+        Table(moves) if len(moves) else Para("No variant changed rank (or too few are averaged in both tables)."),
+    ]  # fmt: skip
+
+    s["Plots"] = [
+        Image("heatmap.png", "Heatmap of reproduced scores, variant × task"),
+        Image("task_bars.png", "Per-task scores with 95% confidence intervals over seeds"),
+        Image("reported_vs_reproduced.png", "Reported vs reproduced scores, one point per cell"),
+    ]
+    return [Section(t, s[t]) for t in TITLES]
+
+

@@ -1,0 +1,84 @@
+"""The takeaways paragraph, produced by fixed rules from the numbers (no hand-written or generated claims).
+
+Each rule looks at one computed table and emits a sentence only when its data exist.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from deltanet.report.analysis import DELTA_BASELINE, GATED_BASELINE
+
+# Spearman bands used in the wording
+STRONG_RHO, MODERATE_RHO = 0.7, 0.4
+
+
+def _band(rho: float) -> str:
+    if rho >= STRONG_RHO:
+        return "strong"
+    if rho >= MODERATE_RHO:
+        return "moderate"
+    return "weak or no"
+
+
+def takeaways(
+    scale: str,
+    wide: pd.DataFrame,
+    board: pd.DataFrame,
+    beats: pd.DataFrame | None,
+    collapse: pd.DataFrame,
+    rho: pd.DataFrame,
+    moves: pd.DataFrame,
+    long: pd.DataFrame,
+) -> list[str]:
+    out: list[str] = []
+    if scale != "full":
+        out.append(
+            f"This report is at scale `{scale}`, not `full`: models, settings and training budgets differ from "
+            "the MAD protocol, so these numbers are **not comparable** with the reference table; the "
+            "reported-vs-reproduced section only checks the plumbing at this scale."
+        )
+    missing = long[long["score"].isna()]
+    if len(missing):
+        out.append(f"{len(missing)} of {len(long)} variant × task cells have no runs and are shown as missing.")
+    ranked = board.dropna(subset=["Average"])
+    if len(ranked):
+        top = ranked.iloc[0]
+        out.append(f"`{top['variant']}` leads the leaderboard with an average of {top['Average']:.3f} "
+                   f"({len(ranked)} variants with a complete average).")  # fmt: skip
+    w = wide.set_index("variant")["Average"]
+    if DELTA_BASELINE in w and GATED_BASELINE in w and not (math.isnan(w[DELTA_BASELINE]) or math.isnan(w[GATED_BASELINE])):
+        diff = w[GATED_BASELINE] - w[DELTA_BASELINE]
+        out.append(f"`{GATED_BASELINE}` averages {w[GATED_BASELINE]:.3f} against {w[DELTA_BASELINE]:.3f} for "
+                   f"`{DELTA_BASELINE}` ({diff:+.3f}).")  # fmt: skip
+        above = [v for v, a in w.items() if v not in (DELTA_BASELINE, GATED_BASELINE) and a > max(w[DELTA_BASELINE], w[GATED_BASELINE])]
+        out.append(f"{len(above)} variant(s) average above both baselines"
+                   + (": " + ", ".join(f"`{v}`" for v in above) + "." if above else "."))  # fmt: skip
+    if beats is not None:
+        if beats.empty:
+            out.append(f"No variant beats `{GATED_BASELINE}` on any task.")
+        else:
+            counts = beats.groupby("variant").size().sort_values(ascending=False, kind="stable")
+            out.append(f"{len(counts)} variant(s) beat `{GATED_BASELINE}` on at least one task; "
+                       f"`{counts.index[0]}` does so on the most tasks ({counts.iloc[0]}).")  # fmt: skip
+    if len(collapse):
+        out.append(f"{len(collapse)} variant(s) collapsed to near-chance scores: "
+                   + ", ".join(f"`{v}`" for v in collapse["variant"]) + ".")  # fmt: skip
+    else:
+        out.append("No variant collapsed to near-chance scores.")
+    overall = rho[rho["task"] == "overall (Average)"].iloc[0]
+    if not math.isnan(overall["spearman"]):
+        out.append(f"Ranking by average agrees with the reported table with Spearman ρ = {overall['spearman']:.2f} "
+                   f"over {overall['n variants']} shared variants ({_band(overall['spearman'])} agreement).")  # fmt: skip
+    else:
+        out.append("Too few variants are averaged in both tables for a rank correlation with the reported numbers.")
+    if len(moves):
+        m = moves.iloc[0]
+        out.append(f"The largest rank move is `{m['variant']}`: reported rank {m['reported rank']}, "
+                   f"reproduced rank {m['reproduced rank']}.")  # fmt: skip
+    diverged = int(long["n_diverged"].sum())
+    if diverged:
+        out.append(f"{diverged} run(s) diverged; they count with their measured accuracy, as in MAD.")
+    return out

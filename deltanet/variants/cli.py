@@ -1,0 +1,150 @@
+"""``deltanet variants`` (list the registered variants) and ``deltanet new-variant NAME`` (write one from a template).
+
+Note: this module is named ``cli`` and lives in the variants folder, so the registry skips it explicitly (see
+``deltanet.variants.NOT_VARIANTS``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import keyword
+import re
+import sys
+from pathlib import Path
+
+from tabulate import tabulate
+
+from deltanet.variants import MIXER_KINDS, PACKAGE_DIR, get_variant, variant_names
+
+DEFAULT_VOCAB = 16  # MAD vocabulary size used for the parameter counts
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+TEMPLATE = '''"""{summary}
+
+Change vs the baseline loop: TODO (this file starts as an exact copy of the {mixer} baseline loop).
+
+Math (per chunk i, per head)::
+
+{math}
+
+Interpretation: TODO. Where the name leaves room (top-k, momentum, a gate, a temperature...), say what you chose
+and why, and name every constant as a module-level constant below. Set CHUNK_DEPENDENT = True if the outputs
+depend on the chunk size (intra-chunk softmax, one state step per chunk...): the tests check the declaration.
+"""
+
+{imports}
+
+MIXER = "{mixer}"
+CHUNK_DEPENDENT = False
+USES_KERNEL = False  # True only if the loop is exactly the baseline's (the fused kernel would run instead)
+
+# Optional hooks (see deltanet/variants/__init__.py):
+#   def init_carry(state): return {{"S": state, "M": torch.zeros_like(state)}}       extra loop state
+#   def make_params(num_heads, head_k_dim, head_v_dim): return LoopParams(...)      learnable, counted by the model
+# then use carry["M"] / params.<name> in loop_body. Shared helpers: deltanet/variants/_common.py.
+
+
+def loop_body(chunk, carry, params):
+{body}
+'''
+
+BASELINES = {
+    "delta": dict(
+        math="""\
+    u = U − W S
+    O = Q S + (Q Kᵀ ⊙ M) u
+    S ← S + Kᵀ u""",
+        imports="from deltanet.variants._common import corrected_values, linear_attention, read, write",
+        body="""\
+    S = carry["S"]
+    u = corrected_values(chunk, S)
+    return read(chunk, S, linear_attention(chunk), u), {**carry, "S": write(chunk, S, u)}""",
+    ),
+    "gated": dict(
+        math="""\
+    u = U − W S
+    O = (Q ⊙ e^G) S + (Q Kᵀ ⊙ Γ) u
+    S ← e^{G_last} S + (K ⊙ e^{G_last − G})ᵀ u""",
+        imports="from deltanet.variants._common import corrected_values, scores",
+        body="""\
+    S, G = carry["S"], chunk.g_cum
+    u = corrected_values(chunk, S)
+    o = (chunk.q * G[..., None].exp()) @ S + (scores(chunk) * chunk.decay_matrix()) @ u
+    g_last = G[..., -1:]
+    S = S * g_last[..., None].exp() + (chunk.k * (g_last - G)[..., None].exp()).transpose(-1, -2) @ u
+    return o, {**carry, "S": S}""",
+    ),
+}
+
+
+def render_template(name: str, mixer: str = "delta", summary: str | None = None) -> str:
+    """Source of a new variant module: the ``mixer`` baseline loop, written out so it can be edited."""
+    if mixer not in MIXER_KINDS:
+        raise ValueError(f"mixer must be one of {MIXER_KINDS}, got {mixer!r}")
+    summary = summary or f"TODO: one-line summary of {name} (shown by `deltanet variants`)."
+    return TEMPLATE.format(summary=summary, mixer=mixer, **BASELINES[mixer])
+
+
+def check_new_name(name: str, folder: Path = PACKAGE_DIR) -> None:
+    """Raise ValueError unless ``name`` is a fresh, importable variant module name."""
+    if not NAME_RE.match(name) or keyword.iskeyword(name):
+        raise ValueError(f"variant name {name!r} must be lower-case letters, digits and '_', starting with a letter")
+    if name in ("cli",) or (folder / f"{name}.py").exists():
+        raise ValueError(f"variant {name!r} already exists: {folder / f'{name}.py'}")
+
+
+def write_variant(name: str, mixer: str = "delta", summary: str | None = None, folder: Path = PACKAGE_DIR) -> Path:
+    """Write ``folder/NAME.py`` from the template; returns its path."""
+    check_new_name(name, folder)
+    path = folder / f"{name}.py"
+    path.write_text(render_template(name, mixer, summary), encoding="utf-8")
+    importlib.invalidate_caches()  # so this process can import it at once
+    return path
+
+
+def new_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="deltanet new-variant",
+        description="Write deltanet/variants/NAME.py from the baseline loop; the registry and the tests pick it up.",
+    )
+    parser.add_argument("name", help="module name, e.g. delta_net_4layer_my_idea_in_for_loop")
+    parser.add_argument("--mixer", choices=MIXER_KINDS, default="delta", help="which baseline loop to start from")
+    parser.add_argument("--summary", help="one-line summary (the docstring's first line)")
+    args = parser.parse_args(argv)
+    try:
+        path = write_variant(args.name, args.mixer, args.summary)
+    except ValueError as err:
+        print(f"deltanet new-variant: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    print("next: edit loop_body and the docstring, then run: python -m pytest tests/test_variants.py -k " + args.name)
+    return 0
+
+
+def variant_rows(vocab_size: int = DEFAULT_VOCAB) -> list[tuple[str, str, int, str]]:
+    """(name, mixer, parameter count of the MAD LanguageModel at default width, summary) per variant."""
+    from deltanet.model import LanguageModel, ModelConfig, count_parameters  # the model imports the registry
+
+    rows = []
+    for name in variant_names():
+        variant = get_variant(name)
+        params = count_parameters(LanguageModel(ModelConfig(vocab_size=vocab_size, variant=name)))
+        rows.append((name, variant.mixer, params, variant.summary))
+    return rows
+
+
+def list_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="deltanet variants",
+        description="List the registered variants: name, mixer kind, parameters of the MAD language model at "
+        f"default width (vocab {DEFAULT_VOCAB}), one-line summary.",
+    )
+    parser.parse_args(argv)
+    try:
+        rows = variant_rows()
+    except ValueError as err:  # a broken variant module: say which
+        print(f"deltanet variants: {err}", file=sys.stderr)
+        return 1
+    print(tabulate(rows, headers=("variant", "mixer", "params", "summary"), tablefmt="simple", intfmt=","))
+    return 0

@@ -1,0 +1,242 @@
+"""Triton kernels vs the naive chunk loop: forward, final state and every gradient; dispatch; USES_KERNEL claims;
+``verify-kernels`` (including a deliberately wrong kernel). Without a GPU everything runs in the Triton interpreter
+on small shapes (fp32, fp16; bf16 is broken in the interpreter); tests that need CUDA are marked ``cuda``."""
+
+import os
+
+import pytest
+import torch
+
+CUDA = torch.cuda.is_available()
+if not CUDA:
+    # Triton decides interpreter-or-compiler when a kernel is decorated; set the switch before our kernel module is
+    # imported, and reload it if another test module imported it first (enable_interpreter does both).
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+    from deltanet.ops.dispatch import enable_interpreter
+
+    enable_interpreter()
+
+import pandas as pd  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from deltanet.model import LanguageModel, ModelConfig  # noqa: E402
+from deltanet.ops import chunk_delta_rule, chunk_gated_delta_rule  # noqa: E402
+from deltanet.ops import delta_rule_chunkwise, gated_delta_rule_chunkwise  # noqa: E402
+from deltanet.ops import dispatch  # noqa: E402
+from deltanet.ops.common_kernels import FAULT_ENV  # noqa: E402
+from deltanet.ops.compare import assert_close, rms_ratio  # noqa: E402
+from deltanet.ops.verify import main as verify_main  # noqa: E402
+from deltanet.variants import all_variants  # noqa: E402
+
+DEVICE = "cuda" if CUDA else "cpu"
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs an NVIDIA GPU (CUDA not available)")
+
+
+def tol(dtype, name, gated):
+    """fla convention (spec §4): fp16/bf16 o/state 0.006, grads 0.008, gated dβ/dg 0.02; fp32 1e-4."""
+    if dtype == torch.float32:
+        return 1e-4
+    if name in ("o", "S"):
+        return 0.006
+    return 0.02 if gated and name in ("dbeta", "dg") else 0.008
+
+
+def make_inputs(B, T, H, Dk, Dv, gated, dtype, h0, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    q = F.normalize(torch.randn(B, T, H, Dk, generator=gen), dim=-1)
+    k = F.normalize(torch.randn(B, T, H, Dk, generator=gen), dim=-1)
+    v = torch.randn(B, T, H, Dv, generator=gen)
+    beta = torch.rand(B, T, H, generator=gen)
+    inputs = {"q": q.to(dtype), "k": k.to(dtype), "v": v.to(dtype)}
+    if gated:
+        inputs["g"] = F.logsigmoid(torch.randn(B, T, H, generator=gen)) / 4
+    inputs["beta"] = beta.to(dtype)
+    if h0:
+        inputs["initial_state"] = torch.randn(B, H, Dk, Dv, generator=gen)
+    return {n: x.to(DEVICE) for n, x in inputs.items()}
+
+
+def fwd_bwd(fn, inputs, use_state=True, seed=1, **kw):
+    leaves = {n: x.detach().clone().requires_grad_() for n, x in inputs.items()}
+    o, s = fn(**leaves, **kw)
+    gen = torch.Generator().manual_seed(seed)
+    do = torch.randn(o.shape, generator=gen).to(DEVICE, o.dtype)
+    ds = torch.randn(s.shape, generator=gen).to(DEVICE)
+    loss = (o.float() * do.float()).sum() + ((s * ds).sum() if use_state else 0)
+    grads = torch.autograd.grad(loss, list(leaves.values()))
+    return {"o": o, "S": s, **{f"d{n}": g for n, g in zip(leaves, grads)}}
+
+
+def compare(ref, out, dtype, gated):
+    errors = {n: rms_ratio(ref[n], out[n]) for n in ref}
+    print("RMS-ratio errors:", {n: f"{e:.1e}" for n, e in errors.items()})
+    for name in ref:
+        assert out[name].dtype == ref[name].dtype, f"{name}: dtype {out[name].dtype} != {ref[name].dtype}"
+        assert_close(name, ref[name], out[name], tol(dtype, name, gated))
+
+
+# (B, T, H, Dk, Dv, chunk_size, initial state): T is never a multiple of the chunk size except in the last case
+SHAPES = [
+    (2, 45, 2, 16, 16, 16, True),
+    (1, 70, 1, 32, 24, 32, False),
+    (1, 100, 1, 16, 32, 64, True),
+    (1, 64, 2, 16, 16, 32, True),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}-T{}-H{}-K{}-V{}-C{}-{}".format(*s[:6], "h0" if s[6] else "noh0"))
+@pytest.mark.parametrize("gated", [False, True], ids=["delta", "gated"])
+def test_kernel_matches_naive(gated, shape, dtype):
+    B, T, H, Dk, Dv, C, h0 = shape
+    inputs = make_inputs(B, T, H, Dk, Dv, gated, dtype, h0)
+    naive, kernel = (gated_delta_rule_chunkwise, chunk_gated_delta_rule) if gated else (
+        delta_rule_chunkwise, chunk_delta_rule)  # fmt: skip
+    compare(fwd_bwd(naive, inputs, chunk_size=C), fwd_bwd(kernel, inputs, chunk_size=C), dtype, gated)
+
+
+@pytest.mark.parametrize("gated", [False, True], ids=["delta", "gated"])
+def test_kernel_output_only_loss_and_custom_scale(gated):
+    """Backward without a final-state gradient (dS_T = None) and with an explicit scale."""
+    inputs = make_inputs(1, 40, 2, 16, 16, gated, torch.float32, h0=True)
+    naive, kernel = (gated_delta_rule_chunkwise, chunk_gated_delta_rule) if gated else (
+        delta_rule_chunkwise, chunk_delta_rule)  # fmt: skip
+    ref = fwd_bwd(naive, inputs, use_state=False, chunk_size=16, scale=0.3)
+    out = fwd_bwd(kernel, inputs, use_state=False, chunk_size=16, scale=0.3)
+    compare(ref, out, torch.float32, gated)
+
+
+def test_kernel_rejects_bad_arguments():
+    inputs = make_inputs(1, 20, 1, 16, 16, False, torch.float32, h0=False)
+    with pytest.raises(ValueError, match="chunk_size"):
+        chunk_delta_rule(**inputs, chunk_size=8)
+    with pytest.raises(ValueError, match="beta"):
+        chunk_delta_rule(inputs["q"], inputs["k"], inputs["v"], inputs["beta"][:, :-1])
+    if not CUDA:
+        bf = {n: x.bfloat16() for n, x in inputs.items()}
+        with pytest.raises(RuntimeError, match="bf16"):
+            chunk_delta_rule(**bf)
+
+
+# ---------------------------------------------------------------------------------------------------------- dispatch
+
+
+def test_dispatch_resolution():
+    assert dispatch.resolve_backend("auto", "cpu") == "naive"
+    assert dispatch.resolve_backend("auto", "cuda") == "triton"
+    assert dispatch.resolve_backend("naive", "cuda") == "naive"
+    assert dispatch.resolve_backend("triton", "cuda") == "triton"
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        dispatch.resolve_backend("fast", "cpu")
+
+
+def test_dispatch_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(dispatch, "interpreter_enabled", lambda: False)
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+        dispatch.resolve_backend("triton", "cpu")
+
+
+def test_dispatch_auto_on_cpu_runs_the_naive_loop(monkeypatch):
+    """Under ``auto`` on CPU the kernel is never called, even with the interpreter on."""
+    import deltanet.ops.delta_rule.chunk as chunk_module
+
+    def boom(*args, **kwargs):
+        raise AssertionError("kernel called under kernels=auto on CPU")
+
+    monkeypatch.setattr(chunk_module, "chunk_delta_rule", boom)
+    inputs = make_inputs(1, 20, 1, 16, 16, False, torch.float32, h0=False)
+    inputs = {n: x.cpu() for n, x in inputs.items()}
+    o, _ = dispatch.delta_rule(**inputs, chunk_size=16, backend="auto")
+    ref, _ = delta_rule_chunkwise(**inputs, chunk_size=16)
+    assert torch.equal(o, ref)
+
+
+def _variant_params(variant, H, D):
+    return variant.make_params(H, D, D) if variant.make_params else None
+
+
+@pytest.mark.parametrize("variant", all_variants(), ids=lambda v: v.name)
+def test_uses_kernel_claim(variant):
+    """USES_KERNEL=True: the variant's own naive loop equals the kernel path (values and gradients).
+    USES_KERNEL=False: backend=triton still runs the variant's own loop."""
+    gated = variant.mixer == "gated"
+    H, D, C = 2, 16, 16
+    inputs = make_inputs(1, 40, H, D, D, gated, torch.float32, h0=False)
+    params = _variant_params(variant, H, D)
+    if params is not None:
+        params = params.to(DEVICE)
+    naive = gated_delta_rule_chunkwise if gated else delta_rule_chunkwise
+    routed = dispatch.gated_delta_rule if gated else dispatch.delta_rule
+    ref = fwd_bwd(naive, inputs, chunk_size=C, loop_body=variant.loop_body, init_carry=variant.init_carry, params=params)
+    out = fwd_bwd(routed, inputs, chunk_size=C, backend="triton", variant=variant, params=params)
+    if variant.uses_kernel:
+        compare(ref, out, torch.float32, gated)
+    else:
+        for name in ref:
+            assert torch.equal(ref[name], out[name]), f"{variant.name}: {name} differs although USES_KERNEL=False"
+
+
+def test_model_kernels_field():
+    with pytest.raises(ValueError, match="kernels"):
+        ModelConfig(vocab_size=16, kernels="fast")
+    for variant in ("delta_net_4layer", "gated_delta_net_4layer"):
+        torch.manual_seed(0)
+        naive = LanguageModel(ModelConfig(vocab_size=16, variant=variant, dim=32, num_heads=2, head_dim=16,
+                                          chunk_size=16, kernels="naive")).to(DEVICE)  # fmt: skip
+        tri = LanguageModel(ModelConfig(vocab_size=16, variant=variant, dim=32, num_heads=2, head_dim=16,
+                                        chunk_size=16, kernels="triton")).to(DEVICE)  # fmt: skip
+        tri.load_state_dict(naive.state_dict())
+        tokens = torch.randint(0, 16, (2, 24), generator=torch.Generator().manual_seed(0)).to(DEVICE)
+        assert_close(f"{variant} logits", naive(tokens), tri(tokens), 1e-4)
+
+
+# ------------------------------------------------------------------------------------------------------------ verify
+
+
+def test_verify_passes_and_writes_outputs(tmp_path, capsys):
+    out, md = tmp_path / "k" / "verify.parquet", tmp_path / "k" / "verify.md"
+    rc = verify_main(["--quick", "--out", str(out), "--summary", str(md), "--device", DEVICE])
+    assert rc == 0, capsys.readouterr().err
+    df = pd.read_parquet(out)
+    for col in ("op", "B", "T", "H", "D", "chunk_size", "dtype", "tensor", "max_abs_err", "rms_ratio_err",
+                "tolerance", "passed"):  # fmt: skip
+        assert col in df.columns, col
+    assert df["passed"].all()
+    assert set(df["op"]) == {"delta", "gated"}
+    assert {"o", "final_state", "dq", "dk", "dv", "dbeta", "dg", "dinitial_state"} <= set(df["tensor"])
+    assert "0 failed" in md.read_text()
+
+
+def test_verify_fails_on_a_wrong_kernel(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, "drop_state_update")
+    out, md = tmp_path / "verify.parquet", tmp_path / "verify.md"
+    rc = verify_main(["--quick", "--out", str(out), "--summary", str(md), "--device", DEVICE])
+    err = capsys.readouterr().err
+    assert rc != 0
+    assert "FAILED" in err
+    assert "delta B=1 T=50 H=2 D=16 C=16 fp32 h0: o" in err or DEVICE == "cuda"
+    assert "final_state" in err and "gated" in err
+    df = pd.read_parquet(out)  # written even when failing, for the report
+    assert not df["passed"].all()
+    assert "Failing checks" in md.read_text()
+
+
+# -------------------------------------------------------------------------------------------------------------- CUDA
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("gated", [False, True], ids=["delta", "gated"])
+@pytest.mark.parametrize("C", [16, 32, 64])
+def test_kernel_bf16_cuda(gated, C):
+    inputs = make_inputs(2, 1000, 4, 64, 64, gated, torch.bfloat16, h0=True)
+    naive, kernel = (gated_delta_rule_chunkwise, chunk_gated_delta_rule) if gated else (
+        delta_rule_chunkwise, chunk_delta_rule)  # fmt: skip
+    compare(fwd_bwd(naive, inputs, chunk_size=C), fwd_bwd(kernel, inputs, chunk_size=C), torch.bfloat16, gated)
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_verify_full_grid_cuda(tmp_path):
+    rc = verify_main(["--out", str(tmp_path / "v.parquet"), "--summary", str(tmp_path / "v.md"), "--device", "cuda"])
+    assert rc == 0

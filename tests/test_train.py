@@ -1,0 +1,202 @@
+"""Training engine: a job end to end, kill-and-resume, divergence, early stop, best-epoch selection, bad arguments.
+
+Every job here uses a very small scale written to tmp_path (d=16, 64 training sequences of length 16), so each runs
+in well under a second of compute.
+"""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+import deltanet.training.job as job_module
+from deltanet.runs import RUN_COLUMNS, STOP_REASONS, validate_runs
+from deltanet.train import main
+from deltanet.training import protocol
+
+REPO = Path(__file__).resolve().parents[1]
+TIMING = ["wall_seconds", "tokens_per_second", "peak_memory_mb"]
+TASK = "context_recall"
+
+
+def write_config(tmp_path: Path, **optim) -> Path:
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["scales"]["test"] = {
+        "grid": "baseline",
+        "model": {"dim": 16, "num_heads": 2, "head_dim": 8, "chunk_size": 16},
+        "optim": {"batch_size": 32, "max_epochs": 3, "lrs": [1e-2, 5e-3], "weight_decays": [0.0], "min_lr": 1e-6,
+                  "stop_accuracy": 0.999, **optim},
+        "task_overrides": {TASK: {"seq_len": 16, "num_train_examples": 64, "num_test_examples": 32}},
+        "resources": {"gpu": 0, "mem_mb": 1000, "runtime_min": 1},
+    }  # fmt: skip
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def train(config: Path, out: Path, *extra: str, variant: str = "delta_net_4layer", task: str = TASK) -> int:
+    args = ["--variant", variant, "--task", task, "--config", str(config), "--out", str(out), "--scale", "test"]
+    return main([*args, "--device", "cpu", *extra])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted job of 2 runs × 3 epochs: (config path, its rows, output path)."""
+    tmp = tmp_path_factory.mktemp("reference")
+    config, out = write_config(tmp), tmp / "runs.parquet"
+    assert train(config, out) == 0
+    return config, pd.read_parquet(out), out
+
+
+def test_job_writes_every_column_and_cleans_up(reference):
+    config, df, out = reference
+    validate_runs(df, "reference")
+    assert len(df) == 2 and list(df["lr"]) == [1e-2, 5e-3]
+    assert list(df.columns[: len(RUN_COLUMNS)]) == list(RUN_COLUMNS)
+    setting_fields = set(yaml.safe_load(df["setting_json"][0]))  # JSON is YAML
+    assert setting_fields and setting_fields <= set(df.columns)
+    assert {"seq_len", "num_train_examples"} <= setting_fields and (df["seq_len"] == 16).all()
+    row = df.iloc[0]
+    assert (row.variant, row.mixer, row.task, row.scale, row.seed) == ("delta_net_4layer", "delta", TASK, "test", 12345)
+    assert row.stop_reason in STOP_REASONS
+    assert row.epochs_run == 3 or row.stop_reason == "early_stopped"
+    assert 1 <= row.best_epoch <= row.epochs_run
+    assert 0 <= row.test_acc <= 1 and 0 <= row.train_acc <= 1 and row.test_ppl >= 1
+    assert row.num_parameters > 0 and row.tokens_per_second > 0 and row.peak_memory_mb > 0
+    assert len(row.variant_source_sha256) == 64 and len(row.config_sha256) == 64
+    assert row.device.startswith("cpu") and row.torch_version and row.python_version
+    assert not out.with_name(out.name + ".ckpt").exists()  # checkpoints removed after success
+
+
+def test_kill_and_resume_matches_uninterrupted_run(reference, tmp_path, monkeypatch, capsys):
+    config, expected, _ = reference
+    out = tmp_path / "runs.parquet"
+    ckpt = tmp_path / "runs.parquet.ckpt"
+    monkeypatch.setenv("DELTANET_STOP_AFTER_EPOCHS", "4")  # run 1 finishes (3 epochs), run 2 stops after epoch 1
+    assert train(config, out) == 3
+    assert not out.exists()
+    assert len(pd.read_parquet(ckpt / "finished.parquet")) == 1 and (ckpt / "run-0002.pt").exists()
+
+    monkeypatch.delenv("DELTANET_STOP_AFTER_EPOCHS")
+    calls = []
+    real = job_module.train_run
+    monkeypatch.setattr(job_module, "train_run", lambda plan, *a: calls.append(plan.index) or real(plan, *a))
+    capsys.readouterr()
+    assert train(config, out) == 0
+    log = capsys.readouterr().out
+    assert calls == [2], "the finished run was trained again"
+    assert "run 2/2 epoch 1/3" not in log and "run 2/2 epoch 2/3" in log  # resumed after epoch 1
+    got = pd.read_parquet(out)
+    pd.testing.assert_frame_equal(got.drop(columns=TIMING), expected.drop(columns=TIMING))  # CPU: bitwise
+    assert not ckpt.exists()
+
+
+def test_nan_loss_gives_diverged_row_and_job_goes_on(tmp_path, monkeypatch):
+    config, out = write_config(tmp_path), tmp_path / "runs.parquet"
+    monkeypatch.setenv("DELTANET_FORCE_NAN", "1:2")  # run 1 diverges in epoch 2
+    assert train(config, out) == 0
+    df = pd.read_parquet(out)
+    validate_runs(df, str(out))
+    first, second = df.iloc[0], df.iloc[1]
+    assert (first.stop_reason, first.epochs_run, first.best_epoch) == ("diverged", 2, 1)
+    assert math.isfinite(first.test_acc) and math.isfinite(first.test_ppl)  # the last finite epoch's metrics
+    assert second.stop_reason != "diverged" and second.epochs_run >= 1
+
+
+def test_nan_in_first_epoch_gives_nan_metrics(tmp_path, monkeypatch):
+    config, out = write_config(tmp_path, lrs=[1e-2], max_epochs=2), tmp_path / "runs.parquet"
+    monkeypatch.setenv("DELTANET_FORCE_NAN", "1:1")
+    assert train(config, out) == 0
+    row = pd.read_parquet(out).iloc[0]
+    assert (row.stop_reason, row.epochs_run, row.best_epoch) == ("diverged", 1, 0)
+    assert math.isnan(row.test_acc) and math.isnan(row.train_acc)
+
+
+def test_early_stop_fires_at_the_threshold(tmp_path):
+    config, out = write_config(tmp_path, lrs=[1e-2], stop_accuracy=1e-6), tmp_path / "runs.parquet"
+    assert train(config, out) == 0
+    row = pd.read_parquet(out).iloc[0]
+    assert (row.stop_reason, row.epochs_run, row.best_epoch) == ("early_stopped", 1, 1)
+
+
+def test_best_epoch_and_stop_rules():
+    nan, inf = math.nan, math.inf
+    assert protocol.best_epoch_index([3.0, 2.0, 2.5, 2.0, 4.0]) == 1  # lowest; ties keep the earlier epoch
+    assert protocol.best_epoch_index([nan, 5.0, nan, 4.0]) == 3
+    assert protocol.best_epoch_index([inf, 7.0]) == 1
+    assert protocol.best_epoch_index([nan, nan]) is None and protocol.best_epoch_index([]) is None
+    assert protocol.should_stop_early(0.999, 0.999) and not protocol.should_stop_early(0.9989, 0.999)
+    assert protocol.is_diverged(nan) and protocol.is_diverged(inf) and not protocol.is_diverged(1e30)
+
+
+def test_job_reports_the_lowest_perplexity_epoch(tmp_path, monkeypatch):
+    """Scripted test metrics per epoch (ppl 5, 3, 4): the row holds epoch 2's, as ``best_epoch_index`` picks."""
+    import deltanet.training.loop as loop
+
+    ppls, accs = [5.0, 3.0, 4.0], [0.50, 0.20, 0.90]
+    script = iter([{"acc": a, "acc_micro": a, "ppl": p, "loss": math.log(p)} for a, p in zip(accs, ppls)])
+    train_eval = {"acc": 0.7, "acc_micro": 0.7, "ppl": 2.0, "loss": math.log(2.0)}
+    monkeypatch.setattr(loop, "evaluate", lambda *a, **k: next(script, train_eval))
+    config, out = write_config(tmp_path, lrs=[1e-2]), tmp_path / "runs.parquet"
+    assert train(config, out) == 0
+    row = pd.read_parquet(out).iloc[0]
+    assert row.best_epoch == protocol.best_epoch_index(ppls) + 1 == 2
+    assert (row.test_acc, row.test_ppl, row.epochs_run, row.stop_reason) == (0.20, 3.0, 3, "max_epochs")
+    assert row.train_acc == 0.7  # train metrics are evaluated on the best epoch's model at the end
+
+
+def _bad_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "case, expect",
+    [
+        ("variant", "unknown variant 'delta_net_4layr'"),
+        ("task", "unknown task 'recall'"),
+        ("scale", "unknown scale 'huge'"),
+        ("output", "not writable"),
+        ("yaml", "not valid YAML"),
+        ("schema", "scales.test.optim.batch_size"),
+        ("missing", "does not exist"),
+    ],
+)
+def test_bad_arguments_give_one_clear_error(case, expect, tmp_path, capsys):
+    config, out = write_config(tmp_path), tmp_path / "runs.parquet"
+    args = dict(variant="delta_net_4layer", task=TASK)
+    extra = []
+    if case in ("variant", "task"):
+        args[case] = {"variant": "delta_net_4layr", "task": "recall"}[case]
+    elif case == "scale":
+        extra = ["--scale", "huge"]
+    elif case == "output":
+        (tmp_path / "file").write_text("")
+        out = tmp_path / "file" / "runs.parquet"  # parent is a file
+    elif case == "yaml":
+        config = _bad_config(tmp_path, "scale: [tiny\n")
+    elif case == "schema":
+        config = _bad_config(tmp_path, config.read_text().replace("batch_size: 32", "batch_size: -1"))
+    elif case == "missing":
+        config = tmp_path / "nope.yaml"
+    capsys.readouterr()
+    assert train(config, out, *extra, **args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("deltanet train: error:") and expect in err[0], err
+
+
+def test_command_line_error_has_no_traceback(tmp_path):
+    """As a process (malloc variables unset, so the re-exec path runs): exit 2 and one line on stderr."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env["PYTHONPATH"] = str(REPO)
+    cmd = [sys.executable, "-m", "deltanet.train", "--variant", "nope", "--task", TASK,
+           "--config", str(write_config(tmp_path)), "--out", str(tmp_path / "o.parquet")]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "unknown variant 'nope'" in proc.stderr, proc.stderr

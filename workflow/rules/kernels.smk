@@ -1,0 +1,28 @@
+rule verify_kernels:
+    """Check the fast kernels against the naive ops; a failed case fails the job and nothing trains."""
+    input:
+        sources=kernel_sources(),
+        image=image_input(),
+    output:
+        table="results/{scale}/kernels/verify.parquet",
+        summary=report(
+            "results/{scale}/kernels/verify.md",
+            caption="../report/kernels.rst",
+            category="Kernels",
+        ),
+    log:
+        "results/{scale}/logs/verify_kernels.log",
+    benchmark:
+        "results/{scale}/benchmarks/verify_kernels.tsv"
+    container:
+        IMAGE
+    threads: 1
+    resources:
+        gpu=gpus,
+        mem_mb=mem_mb,
+        runtime=60,
+    params:
+        device=device,
+    shell:
+        "python -m deltanet verify-kernels --out {output.table} --summary {output.summary}"
+        " --device {params.device} > {log} 2>&1"

@@ -1,0 +1,36 @@
+rule train:
+    """Every run (setting x lr x weight decay x seed) of one variant on one task -> one parquet file."""
+    input:
+        verified=rules.verify_kernels.output.table,
+        variant="deltanet/variants/{variant}.py",
+        task=task_source,
+        core=train_core_sources(),
+        image=image_input(),
+    output:
+        runs="results/{scale}/runs/{variant}/{task}.parquet",
+    log:
+        "results/{scale}/logs/train/{variant}/{task}.log",
+    benchmark:
+        "results/{scale}/benchmarks/train/{variant}/{task}.tsv"
+    container:
+        IMAGE
+    threads: 1
+    resources:
+        gpu=gpus,
+        mem_mb=mem_mb,
+        runtime=runtime,
+    params:
+        # What the job reads from the config; a change here reruns exactly the jobs it concerns.
+        config=EFFECTIVE_CONFIG,
+        task_settings=train_task_settings,
+        grid=lambda wc: scale_section(wc)["grid"],
+        model=lambda wc: canonical(scale_section(wc)["model"]),
+        optim=lambda wc: canonical(scale_section(wc)["optim"]),
+        seeds=canonical(config["seeds"]),
+        kernels=config["kernels"],
+    shell:
+        # glibc keeps large freed buffers instead of returning them to the OS on every step (CPU speed).
+        "MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184"
+        " python -m deltanet train --variant {wildcards.variant} --task {wildcards.task}"
+        " --config {params.config} --scale {wildcards.scale} --out {output.runs} --threads {threads}"
+        " > {log} 2>&1"
