@@ -77,6 +77,7 @@ exec "{sys.executable}" "$@"
 
 
 def copy_repo(dst: Path) -> Path:
+    dst.mkdir(parents=True)
     for name in WORKFLOW_FILES:
         src = REPO / name
         if src.is_dir():
