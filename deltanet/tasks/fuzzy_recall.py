@@ -197,15 +197,15 @@ def _put_probe(put, r, at, keys, values, probe_key, probe_value, scored_value):
 
 
 def _previous_occurrence(ids: np.ndarray) -> np.ndarray:
-    """For each step, the latest earlier step of the same row with the same id (ids < 0 never match), else -1."""
+    """For each step, the latest earlier step of the same row with the same id (ids < 0 never match), else -1.
+    The flat order is (row, step), so a stable sort by (row, id) keeps each id's steps in order."""
     rows, steps = ids.shape
-    order = np.lexsort((np.broadcast_to(np.arange(steps), ids.shape).ravel(), ids.ravel(),
-                        np.repeat(np.arange(rows), steps)))
-    flat_ids, flat_rows = ids.ravel()[order], order // max(steps, 1)
-    same = np.zeros(len(order), dtype=bool)
-    same[1:] = (flat_ids[1:] == flat_ids[:-1]) & (flat_rows[1:] == flat_rows[:-1]) & (flat_ids[1:] >= 0)
+    flat = ids.ravel()
+    order = np.argsort(np.repeat(np.arange(rows), steps) * (int(flat.max(initial=0)) + 2) + flat + 1, kind="stable")
+    sorted_ids, sorted_rows = flat[order], order // max(steps, 1)
+    same = (sorted_ids[1:] == sorted_ids[:-1]) & (sorted_rows[1:] == sorted_rows[:-1]) & (sorted_ids[1:] >= 0)
     previous = np.full(rows * steps, -1, dtype=np.int64)
-    previous[order[1:][same[1:]]] = order[:-1][same[1:]] % max(steps, 1)
+    previous[order[1:][same]] = order[:-1][same] % max(steps, 1)
     return previous.reshape(rows, steps)
 
 

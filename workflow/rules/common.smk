@@ -17,7 +17,7 @@ from snakemake.settings.types import DeploymentMethod
 
 from deltanet.config import ConfigError, resolve_scale, selected, validate_config
 from deltanet.io import write_text_atomic
-from deltanet.tasks import TASK_IDS
+from deltanet.tasks import TASK_IDS, task_settings
 from deltanet.variants import variant_names
 
 PACKAGE = Path("deltanet")
@@ -112,14 +112,11 @@ def task_source(wildcards):
 
 
 def train_task_settings(wildcards):
-    """The task's resolved settings at this scale: the grid plus this task's overrides, nothing of other tasks."""
+    """The task's resolved settings at this scale (grid + this task's overrides), nothing of other tasks."""
     section = scale_section(wildcards)
-    overrides = section["task_overrides"].get(wildcards.task, {})
-    try:
-        from deltanet.tasks import task_settings
-    except ImportError:
-        return canonical({"grid": section["grid"], "overrides": overrides})
-    return canonical(task_settings(wildcards.task, section["grid"], overrides))
+    overrides = section["task_overrides"].get(wildcards.task)
+    settings = task_settings(wildcards.task, section["grid"], overrides)
+    return canonical([{"id": s.id, "fields": s.fields} for s in settings])
 
 
 def package_sources(*names):
@@ -144,6 +141,11 @@ def data_files():
 def device(wildcards):
     """cuda where the scale asks for a GPU, cpu otherwise."""
     return "cuda" if scale_section(wildcards)["resources"]["gpu"] > 0 else "cpu"
+
+
+def quick_on_cpu(wildcards):
+    """On a CPU the Triton kernels only run in the interpreter (training uses the naive ops): the short grid."""
+    return "--quick" if device(wildcards) == "cpu" else ""
 
 
 def gpus(wildcards):

@@ -23,6 +23,7 @@ rule verify_kernels:
         runtime=60,
     params:
         device=device,
+        quick=quick_on_cpu,
     shell:
         "python -m deltanet verify-kernels --out {output.table} --summary {output.summary}"
-        " --device {params.device} > {log} 2>&1"
+        " --device {params.device} {params.quick} > {log} 2>&1"

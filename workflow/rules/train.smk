@@ -22,6 +22,8 @@ rule train:
     params:
         # What the job reads from the config; a change here reruns exactly the jobs it concerns.
         config=EFFECTIVE_CONFIG,
+        # generated datasets, shared by every variant of a task (written atomically; safe to delete)
+        cache_dir="results/{scale}/datasets",
         task_settings=train_task_settings,
         grid=lambda wc: scale_section(wc)["grid"],
         model=lambda wc: canonical(scale_section(wc)["model"]),
@@ -33,4 +35,5 @@ rule train:
         "MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184"
         " python -m deltanet train --variant {wildcards.variant} --task {wildcards.task}"
         " --config {params.config} --scale {wildcards.scale} --out {output.runs} --threads {threads}"
+        " --cache-dir {params.cache_dir}"
         " > {log} 2>&1"

@@ -1,0 +1,62 @@
+"""TaskMetrics against values computed by hand (torchmetrics' macro and micro definitions)."""
+
+import math
+
+import pytest
+import torch
+
+from deltanet.metrics import TaskMetrics
+
+
+def logits_for(preds, vocab_size=4, confidence=10.0):
+    """Logits whose argmax is ``preds`` ([B, T] ints)."""
+    return torch.nn.functional.one_hot(torch.tensor(preds), vocab_size).float() * confidence
+
+
+def test_macro_differs_from_micro_as_torchmetrics_defines():
+    # class 0: 2 of 3 right; class 1: 1 of 1; classes 2 and 3 neither targeted nor predicted -> dropped.
+    m = TaskMetrics(vocab_size=4)
+    m.update(logits_for([[0, 0, 1, 1]]), torch.tensor([[0, 0, 0, 1]]))
+    out = m.compute()
+    assert out["acc_micro"] == pytest.approx(3 / 4)
+    assert out["acc"] == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_class_only_wrongly_predicted_counts_zero_and_ignored_positions_do_not_count():
+    # class 2 is predicted once but never a target: recall 0 counts; the -100 position predicting 3 is dropped.
+    m = TaskMetrics(vocab_size=4)
+    m.update(logits_for([[0, 2, 1, 1, 3]]), torch.tensor([[0, 0, 1, 1, -100]]))
+    out = m.compute()
+    assert out["acc"] == pytest.approx((1 / 2 + 1 + 0) / 3)
+    assert out["acc_micro"] == pytest.approx(3 / 4)
+
+
+def test_epoch_acc_is_batch_size_weighted_mean_of_batch_values():
+    m = TaskMetrics(vocab_size=4)
+    m.update(logits_for([[0, 0, 1, 1]]), torch.tensor([[0, 0, 0, 1]]))  # 1 row, macro 5/6
+    m.update(logits_for([[2, 2], [2, 2]]), torch.tensor([[2, 2], [3, -100]]))  # 2 rows, macro (1 + 0)/2
+    out = m.compute()
+    assert out["acc"] == pytest.approx((5 / 6 * 1 + 1 / 2 * 2) / 3)
+    assert out["acc_micro"] == pytest.approx((3 + 2) / (4 + 3))
+
+
+def test_perplexity_and_loss_over_scored_tokens():
+    # uniform logits over 4 classes: cross-entropy log 4 at every scored token, perplexity 4.
+    m = TaskMetrics(vocab_size=4)
+    m.update(torch.zeros(2, 3, 4), torch.tensor([[0, -100, 1], [-100, -100, 3]]))
+    out = m.compute()
+    assert out["loss"] == pytest.approx(math.log(4))
+    assert out["ppl"] == pytest.approx(4.0)
+
+
+def test_perfect_model_scores_one():
+    targets = torch.tensor([[3, -100, 1, 0]])
+    m = TaskMetrics(vocab_size=4)
+    m.update(logits_for([[3, 2, 1, 0]]), targets)
+    out = m.compute()
+    assert out["acc"] == out["acc_micro"] == pytest.approx(1.0)
+
+
+def test_compute_before_update_is_an_error():
+    with pytest.raises(ValueError, match="before any update"):
+        TaskMetrics(vocab_size=4).compute()

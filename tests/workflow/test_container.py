@@ -1,0 +1,119 @@
+"""Container wiring with a stub `apptainer` (no Apptainer or Docker here) and the real spython and hadolint.
+
+The stub answers --version, records `build` (and creates the image), and runs `exec`'s command on the host after
+the image argument, logging every call.
+"""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .helpers import NOTHING_TO_DO, REPO, copy_workflow, env, job_counts, snakemake, write_config
+
+STUB = """#!/usr/bin/env bash
+echo "$*" >> {log}
+case "$1" in
+    --version) echo "apptainer version 1.3.4" ;;
+    build)
+        shift
+        while [[ "$1" == --* ]]; do shift; done
+        cp "$2" "$1.definition-used"
+        : > "$1" ;;
+    exec)
+        shift
+        while [[ $# -gt 0 && "$1" != *.sif ]]; do shift; done
+        shift
+        exec "$@" ;;
+    *) echo "stub apptainer: unexpected $*" >&2; exit 2 ;;
+esac
+"""
+SINGULARITY = ("--use-singularity", "--singularity-args=--nv")
+PROJECT_RULES = {"verify_kernels", "train", "aggregate", "report"}
+
+
+@pytest.fixture(scope="module")
+def stub_bin(tmp_path_factory):
+    bin_dir = tmp_path_factory.mktemp("stub-bin")
+    stub = bin_dir / "apptainer"
+    stub.write_text(STUB.format(log=bin_dir / "calls.log"))
+    stub.chmod(0o755)
+    return bin_dir
+
+
+def calls(stub_bin, verb):
+    log = stub_bin / "calls.log"
+    return [line for line in log.read_text().splitlines() if line.split()[0] == verb] if log.exists() else []
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    workdir = copy_workflow(tmp_path_factory.mktemp("container"))
+    write_config(workdir, scale="tiny", variants=["delta_net_4layer"], tasks=["memorization"])
+    return workdir
+
+
+def image_path(output):
+    return re.search(r"results/container/deltanet-[0-9a-f]{12}\.sif", output).group(0)
+
+
+def test_without_the_flag_no_image_is_built(workdir):
+    counts = job_counts(snakemake(workdir, "--dry-run").output)
+    assert "build_container" not in counts and counts["train"] == 1
+
+
+@pytest.mark.parametrize("image", ["images/prebuilt.sif", "docker://ghcr.io/example/deltanet:1.0"])
+def test_prebuilt_image_schedules_no_build(workdir, stub_bin, image):
+    config = (workdir / "config.yaml").read_text()
+    try:
+        write_config(workdir, container={"image": image, "fakeroot": False})
+        if "://" not in image:
+            (workdir / image).parent.mkdir(exist_ok=True)
+            (workdir / image).touch()
+        run = snakemake(workdir, "--dry-run", *SINGULARITY, extra_path=stub_bin)
+    finally:
+        (workdir / "config.yaml").write_text(config)
+    counts = job_counts(run.output)
+    assert "build_container" not in counts and counts["train"] == 1
+    assert calls(stub_bin, "build") == []
+
+
+@pytest.mark.slow
+def test_use_singularity_builds_once_and_runs_every_project_rule_in_the_image(workdir, stub_bin):
+    run = snakemake(workdir, "--cores", "all", *SINGULARITY, extra_path=stub_bin)
+    image = image_path(run.output)
+    builds = calls(stub_bin, "build")
+    assert builds == [f"build --fakeroot {image} {image.removesuffix('.sif')}.def"]
+    definition = (workdir / f"{image}.definition-used").read_text()
+    assert "Bootstrap: docker" in definition and "From: nvidia/cuda:12.8.1-runtime-ubuntu22.04" in definition
+    assert f"{workdir}/pyproject.toml /opt/deltanet/pyproject.toml" in definition
+    execs = calls(stub_bin, "exec")
+    assert len(execs) == len(PROJECT_RULES)
+    for line in execs:
+        assert re.search(rf"--nv .*{re.escape(image)} bash -c", line), line
+    ran = {rule for rule in PROJECT_RULES if any(f"python -m deltanet {rule.replace('_', '-')}" in line for line in execs)}
+    assert ran == PROJECT_RULES
+    assert (workdir / "results/tiny/accuracies.csv").exists() and (workdir / "results/tiny/report.html").exists()
+
+    again = snakemake(workdir, "--cores", "all", *SINGULARITY, extra_path=stub_bin)
+    assert NOTHING_TO_DO in again.output and len(calls(stub_bin, "build")) == 1
+
+    dockerfile = workdir / "Dockerfile"
+    original = dockerfile.read_bytes()
+    try:
+        dockerfile.write_bytes(original + b"# a change\n")
+        edited = snakemake(workdir, "--dry-run", *SINGULARITY, extra_path=stub_bin)
+    finally:
+        dockerfile.write_bytes(original)
+    assert image_path(edited.output) != image
+    assert job_counts(edited.output) == {
+        "build_container": 1, "verify_kernels": 1, "train": 1, "aggregate": 1, "report": 1, "all": 1
+    }
+
+
+def test_hadolint_passes():
+    hadolint = Path(sys.executable).parent / "hadolint"
+    result = subprocess.run([hadolint, "Dockerfile"], cwd=REPO, env=env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
