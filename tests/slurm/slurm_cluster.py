@@ -5,7 +5,7 @@ Everything lives in one private directory: its own ``slurm.conf``/``gres.conf`` 
 system SLURM or munge. The daemons run in the foreground as children of the test (``munged -F``,
 ``slurmctld -D``, ``slurmd -D``); teardown stops exactly those PIDs and nothing else.
 
-The node imitates a GPU node: two fake GPUs (``gres.conf``: ``Name=gpu File=/dev/null``, as recommended for CI
+The node imitates a GPU node: four fake GPUs (``gres.conf``: ``Name=gpu File=/dev/null`` and other character devices, as recommended for CI
 in ../shared/spec/workflow-and-cluster.md §4) and, via ``SlurmdParameters=config_overrides``, 16 CPUs and 64 GB
 declared regardless of the real hardware, so a cluster profile's full-scale requests (``--gpus=1
 --cpus-per-gpu=N --mem=...``) are schedulable verbatim on a small CI machine.
@@ -33,8 +33,8 @@ PACKAGES = ("slurm-wlm", "munge")
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "scancel", "scontrol", "sinfo")
 SBIN = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
 
-FAKE_GPUS = 2
-FAKE_GPU_FILES = ("/dev/null", "/dev/zero", "/dev/full")
+FAKE_GPUS = 4
+FAKE_GPU_FILES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/urandom")
 NODE_CPUS = 16
 NODE_MEM_MB = 64000
 PARTITION = "debug"

@@ -62,7 +62,7 @@ def python_shim(bindir: Path, marker: Path) -> None:
     shim.write_text(
         f"""#!/bin/sh
 case " $* " in
-  *" -m deltanet train "*" --variant {variant} "*)
+  *" -m deltanet train "*"--variant {variant} "*)
     case " $* " in *" --task {task} "*)
       if mkdir "{marker}" 2>/dev/null; then
         echo "tests/slurm: injected one-time failure of train {variant} {task}" >&2
@@ -131,7 +131,7 @@ def test_profile_keys_are_snakemake_options():
 
 
 @pytest.mark.slow
-def test_workflow_through_slurm_profile(tmp_path):
+def test_workflow_through_slurm_profile(tmp_path, request):
     reason = unavailable_reason() or ensure_installed()
     if reason:
         pytest.skip(f"SLURM integration test cannot run here: {reason}")
@@ -143,7 +143,9 @@ def test_workflow_through_slurm_profile(tmp_path):
     others = process_snapshot()
 
     t0 = time.monotonic()
-    with SlurmCluster() as cluster:
+    cluster = SlurmCluster()
+    request.addfinalizer(cluster.cleanup)  # its directory (config, spool, logs) goes, pass or fail
+    with cluster:
         bringup_s = cluster.bringup_s
         env = cluster.env
         env.pop("PYTHONPATH", None)  # jobs import the copy's package (cwd), not this checkout's
@@ -165,7 +167,6 @@ def test_workflow_through_slurm_profile(tmp_path):
     assert not any(alive(pid) for pid in daemons.values()), daemons
     survivors = {pid for pid in others if alive(pid)}
     assert survivors == others, f"the teardown touched processes it did not start: {others - survivors}"
-    cluster.cleanup()
 
     # the job records, as slurmctld kept them (Comment = rule_<rule>[_wildcards_<values>])
     by_rule: dict[str, list[dict]] = {}
@@ -188,9 +189,10 @@ def test_workflow_through_slurm_profile(tmp_path):
     final = {}
     for job in sorted(by_rule["train"], key=lambda j: int(j["JobId"])):
         final.setdefault(job["Comment"], []).append(job["JobState"])
-    expected = {f"rule_train_wildcards_{v}_{t}" for v in VARIANTS for t in TASKS}
+    # wildcard values in the order of the output path results/{scale}/runs/{variant}/{task}.parquet
+    expected = {f"rule_train_wildcards_tiny_{v}_{t}" for v in VARIANTS for t in TASKS}
     assert set(final) == expected, summary
-    flaky = "rule_train_wildcards_{}_{}".format(*FLAKY)
+    flaky = "rule_train_wildcards_tiny_{}_{}".format(*FLAKY)
     assert marker.is_dir(), "the one-time failure was never injected"
     assert final[flaky] == ["FAILED", "COMPLETED"], f"{flaky}: {final[flaky]} (retries: {profile['retries']})"
     assert all(states == ["COMPLETED"] for name, states in final.items() if name != flaky), final
@@ -200,15 +202,20 @@ def test_workflow_through_slurm_profile(tmp_path):
     # outputs
     import pandas as pd
 
+    from deltanet.tasks import DISPLAY_NAMES
+
     results = work / "results" / "tiny"
+    acc = pd.read_csv(results / "accuracies.csv").set_index("variant")
+    assert sorted(acc.index) == sorted(VARIANTS), acc
     for v in VARIANTS:
         for t in TASKS:
             runs = pd.read_parquet(results / "runs" / v / f"{t}.parquet")
-            assert len(runs) > 0, (v, t)
-    acc = pd.read_csv(results / "accuracies.csv")
-    text = acc.to_csv(index=False)
-    for name in VARIANTS + TASKS:
-        assert name in text, f"{name} missing from accuracies.csv:\n{text}"
+            assert len(runs) > 0 and set(runs["variant"]) == {v} and set(runs["task"]) == {t}, (v, t)
+            assert set(runs["scale"]) == {"tiny"}, (v, t)
+            # tiny = one setting, one lr x wd, one seed: the table's score is that run's test accuracy
+            assert acc.loc[v, DISPLAY_NAMES[t]] == pytest.approx(runs["test_acc"].max(), abs=1e-5), (v, t, acc)
+    other = [DISPLAY_NAMES[t] for t in DISPLAY_NAMES if t not in TASKS]
+    assert acc[other].isna().all().all(), acc
     assert (results / "report.html").stat().st_size > 0
     assert not (work / ".snakemake" / "incomplete").exists() or not any((work / ".snakemake" / "incomplete").iterdir())
 
