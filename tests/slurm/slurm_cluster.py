@@ -341,9 +341,11 @@ if __name__ == "__main__":  # manual bring-up: python tests/slurm/slurm_cluster.
     with SlurmCluster() as c:
         print(f"up in {c.bringup_s:.2f}s; export SLURM_CONF={c.conf}")
         print(c.run("sinfo", "-o", "%P %N %t %c %m %G").stdout)
-        print(c.run("sbatch", "--parsable", "--gpus=1", "--wrap", "echo CUDA=$CUDA_VISIBLE_DEVICES").stdout)
-        time.sleep(2)
-        print(c.jobs())
+        out = c.root / "log" / "job-%j.out"
+        print(c.run("sbatch", "--parsable", "--gpus=1", "-o", str(out), "--wrap", "echo $CUDA_VISIBLE_DEVICES").stdout)
+        time.sleep(3)
+        for job in c.jobs():
+            print({k: job[k] for k in ("JobId", "JobState", "TresPerJob", "StdOut")})
         if "--hold" in sys.argv:
             input("press enter to stop the cluster ")
     print("stopped:", c.stopped())
