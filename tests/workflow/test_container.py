@@ -40,6 +40,10 @@ def stub_bin(tmp_path_factory):
     stub = bin_dir / "apptainer"
     stub.write_text(STUB.format(log=bin_dir / "calls.log"))
     stub.chmod(0o755)
+    # no Docker daemon: the build takes the spython + apptainer path on every host
+    docker = bin_dir / "docker"
+    docker.write_text("#!/bin/sh\nexit 1\n")
+    docker.chmod(0o755)
     return bin_dir
 
 

@@ -36,10 +36,19 @@ def test_full_scale_plans_the_whole_grid_with_gpus(workdir):
     assert "gpu=1, runtime=2880, mem_mb=16000" in run.output
 
 
-def test_unknown_variant_in_a_target_matches_no_rule(workdir):
-    run = snakemake(workdir, "--dry-run", "results/tiny/runs/not_a_variant/compression.parquet", check=False)
+@pytest.mark.parametrize(
+    "target, fragments",
+    [
+        ("delta_net_4layr/compression", ["unknown variant 'delta_net_4layr'", "Did you mean 'delta_net_4layer'"]),
+        ("delta_net_4layer/compresion", ["unknown task 'compresion'", "known tasks: compression, context_recall"]),
+    ],
+)
+def test_a_typo_in_a_target_fails_at_dag_build_with_the_known_names(workdir, target, fragments):
+    run = snakemake(workdir, "--dry-run", f"results/tiny/runs/{target}.parquet", check=False)
     assert run.returncode != 0
-    assert "not_a_variant" in run.output
+    for fragment in fragments + [", ".join(variant_names()) if "variant" in fragments[0] else ""]:
+        assert fragment in run.output, run.output
+    assert "Job stats" not in run.output
 
 
 def test_lint_and_format_are_clean(workdir):

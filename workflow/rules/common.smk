@@ -7,7 +7,7 @@ variant reruns only its jobs, and they list only files that exist (a module that
 
 import hashlib
 import json
-import tomllib
+import re
 from pathlib import Path
 
 import yaml
@@ -18,7 +18,7 @@ from snakemake.settings.types import DeploymentMethod
 from deltanet.config import ConfigError, resolve_scale, selected, validate_config
 from deltanet.io import write_text_atomic
 from deltanet.tasks import TASK_IDS, task_settings
-from deltanet.variants import variant_names
+from deltanet.variants import get_variant, variant_names
 
 PACKAGE = Path("deltanet")
 # The effective config (config.yaml merged with --configfile/--config), as the `deltanet` commands read it.
@@ -54,6 +54,32 @@ def write_effective_config(config):
     path = Path(EFFECTIVE_CONFIG)
     if not path.is_file() or path.read_text() != text:
         write_text_atomic(path, text)
+
+
+def unregistered_run_pattern():
+    """Regex for `<variant>/<task>` run paths whose variant or task is not registered."""
+    known = (
+        "|".join(map(re.escape, variant_names()))
+        + ")/(?:"
+        + "|".join(map(re.escape, TASK_IDS))
+    )
+    return rf"(?!(?:{known})$)[^/]+/[^/]+"
+
+
+def unregistered_run(wildcards):
+    """Input function of the catch-all rule: fail the DAG build naming the known variants or tasks."""
+    variant, task = wildcards.run.split("/")
+    where = f"results/{wildcards.scale}/runs/{wildcards.run}.parquet"
+    if variant not in variant_names():
+        try:
+            get_variant(
+                variant
+            )  # the registry's message: closest match and every known name
+        except ValueError as err:
+            raise WorkflowError(f"{where}: {err}") from None
+    raise WorkflowError(
+        f"{where}: unknown task {task!r}; known tasks: {', '.join(TASK_IDS)}"
+    )
 
 
 def canonical(value):
@@ -178,15 +204,22 @@ def run_files(wildcards):
 
 
 # The container image (container.smk). `config["container"]["image"]` is `build` or a prebuilt image.
+def dependency_pins():
+    """pyproject.toml's `dependencies = [...]` array, comment lines dropped (read as text: no tomllib on 3.10)."""
+    text = Path("pyproject.toml").read_text()
+    match = re.search(r"^dependencies = \[\n(.*?)^\]", text, re.MULTILINE | re.DOTALL)
+    if match is None:
+        raise WorkflowError(
+            "pyproject.toml: no `dependencies = [` ... `]` array to hash for the container image"
+        )
+    lines = (line.strip() for line in match.group(1).splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
 def image_hash():
     """sha256 (12 hex) of the Dockerfile and pyproject.toml's dependency pins (what the image installs)."""
-    project = tomllib.loads(Path("pyproject.toml").read_text())["project"]
-    pins = {
-        "dependencies": project["dependencies"],
-        "requires-python": project["requires-python"],
-    }
     digest = hashlib.sha256(Path("Dockerfile").read_bytes())
-    digest.update(canonical(pins).encode())
+    digest.update(canonical(dependency_pins()).encode())
     return digest.hexdigest()[:12]
 
 

@@ -44,7 +44,8 @@ rule build_container:
         spython recipe {input.dockerfile} {output.definition} >{log} 2>&1
         # %files sources are host paths; make the COPY source absolute so the build does not depend on its cwd.
         sed -i "s|^pyproject.toml |$PWD/pyproject.toml |" {output.definition}
-        if command -v docker >/dev/null; then
+        # with a reachable Docker daemon, build with Docker and convert; else build from the definition
+        if docker info >/dev/null 2>&1; then
             docker build --tag {params.tag} --file {input.dockerfile} . >>{log} 2>&1
             apptainer build {params.fakeroot} {output.image} docker-daemon://{params.tag} >>{log} 2>&1
         else

@@ -37,3 +37,13 @@ rule train:
         " --config {params.config} --scale {wildcards.scale} --out {output.runs} --threads {threads}"
         " --cache-dir {params.cache_dir}"
         " > {log} 2>&1"
+
+
+rule unregistered_run:
+    """Matches only run paths naming an unregistered variant or task, and fails the DAG build with the known names."""
+    input:
+        unregistered_run,
+    output:
+        "results/{scale}/runs/{run}.parquet",
+    wildcard_constraints:
+        run=unregistered_run_pattern(),

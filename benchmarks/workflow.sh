@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Workflow benchmarks (figures, not tests):
+#   1. DAG build time: `snakemake -n` of the full grid (24 variants x 6 tasks at scale=full); goal <= 5 s.
+#   2. Wall time of the default `snakemake --cores all` run (tiny scale, every variant x task); goal <= 10 min.
+# Both run on a fresh copy of the workflow in a temp dir, so results/ and .snakemake/ here are left alone.
+# Usage: benchmarks/workflow.sh [--dag-only]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cp -r Snakefile config.yaml pyproject.toml Dockerfile workflow deltanet "$work"/
+find "$work" -name __pycache__ -prune -exec rm -rf {} +
+cd "$work"
+
+seconds() { python3 -c 'import sys, time; print(f"{time.time() - float(sys.argv[1]):.1f}")' "$1"; }
+
+start=$(date +%s.%N)
+snakemake --dry-run --config scale=full --quiet rules > dag.txt 2>&1
+echo "dag_build_seconds_full_grid: $(seconds "$start")  ($(awk '$1 == "train" {print $2; exit}' dag.txt) train jobs)"
+
+[[ "${1:-}" == "--dag-only" ]] && exit 0
+start=$(date +%s.%N)
+snakemake --cores all --config scale=tiny --quiet rules > run.txt 2>&1 || { tail -50 run.txt; exit 1; }
+echo "tiny_run_wall_seconds: $(seconds "$start")  ($(awk '$1 == "train" {print $2; exit}' run.txt) train jobs, $(nproc) cores)"
