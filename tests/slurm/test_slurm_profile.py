@@ -130,6 +130,37 @@ def test_profile_keys_are_snakemake_options():
     assert profile["default-resources"]["slurm_partition"].startswith("<")  # a placeholder, not a site's name
 
 
+def dry_run_resources(work: Path, scale: str) -> dict[str, dict[str, str]]:
+    """rule -> the resources Snakemake resolves for its first job, from a dry run through the unedited profile."""
+    cmd = [sys.executable, "-m", "snakemake", "--profile", str(PROFILE.parent), "-n", "--config", f"scale={scale}"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found, rule = {}, None
+    for line in proc.stdout.splitlines():
+        if line.startswith(("rule ", "localrule ")) and line.endswith(":"):
+            rule = line.split()[1].rstrip(":")
+        elif line.strip().startswith("resources:") and rule and rule not in found:
+            found[rule] = dict(kv.split("=", 1) for kv in line.split(":", 1)[1].strip().split(", "))
+    return found
+
+
+@pytest.mark.parametrize("scale", ["tiny", "full"])
+def test_profile_requests_per_rule(tmp_path, scale):
+    """What each rule asks SLURM for, per scale: the profile's GPU request wins, memory/time follow the scale."""
+    resources = dry_run_resources(copy_repo(tmp_path / "repo"), scale)
+    config = yaml.safe_load((REPO / "config.yaml").read_text())["scales"][scale]["resources"]
+    for rule, cpus in (("train", "4"), ("verify_kernels", "2")):
+        res = resources[rule]
+        assert res["gpu"] == "1" and res["cpus_per_gpu"] == cpus, (rule, res)
+        assert res["mem_mb"] == str(config["mem_mb"]), (rule, res)
+        assert res["slurm_partition"] == "<partition>", (rule, res)
+        assert "cpus_per_task" not in res, (rule, res)
+    assert resources["train"]["runtime"] == str(config["runtime_min"])
+    for rule in ("aggregate", "report"):
+        assert "gpu" not in resources[rule], (rule, resources[rule])
+
+
 @pytest.mark.slow
 def test_workflow_through_slurm_profile(tmp_path, request):
     reason = unavailable_reason() or ensure_installed()
