@@ -168,7 +168,7 @@ class SlurmCluster:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait(5)
-        for pid in self.job_processes():  # a step that outlived slurmd would wait for it forever
+        for pid in self.job_processes(jobs_only=False):  # e.g. a step that outlived slurmd would wait for it forever
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -180,22 +180,29 @@ class SlurmCluster:
         return {name: p.pid for name, p in self.procs.items()}
 
     def stopped(self) -> bool:
-        return all(p.poll() is not None for p in self.procs.values()) and not self.job_processes()
+        """Our daemons have exited and no process that carries this cluster's SLURM_CONF is left."""
+        return all(p.poll() is not None for p in self.procs.values()) and not self.job_processes(jobs_only=False)
 
-    def job_processes(self) -> list[int]:
-        """PIDs of live processes (other than our daemons) whose environment names this cluster's slurm.conf."""
+    def job_processes(self, jobs_only: bool = True) -> list[int]:
+        """Live processes (other than our daemons) whose environment names this cluster's slurm.conf.
+
+        jobs_only: only slurmstepd and what jobs run (SLURM_JOB_ID set), not slurmctld's own slurmscriptd helper.
+        """
         marker = f"SLURM_CONF={self.conf}".encode()
-        ours = {p.pid for p in self.procs.values()}
+        ours = {p.pid for p in self.procs.values()} | {os.getpid()}
         found = []
         for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) in ours or int(entry.name) == os.getpid():
+            if not entry.name.isdigit() or int(entry.name) in ours:
                 continue
             try:
                 env = (entry / "environ").read_bytes().split(b"\0")
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                stat = (entry / "stat").read_text()
             except OSError:
                 continue
-            if marker in env and state != "Z":
+            comm, state = stat[stat.index("(") + 1 : stat.rindex(")")], stat.rsplit(")", 1)[1].split()[0]
+            if marker not in env or state == "Z":
+                continue
+            if not jobs_only or comm == "slurmstepd" or any(e.startswith(b"SLURM_JOB_ID=") for e in env):
                 found.append(int(entry.name))
         return found
 
