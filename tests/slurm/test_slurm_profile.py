@@ -205,7 +205,10 @@ def test_workflow_through_slurm_profile(tmp_path, request):
         rule = job["Comment"].removeprefix("rule_").split("_wildcards_")[0]
         by_rule.setdefault(rule, []).append(job)
     summary = {r: [(j["JobId"], j["Comment"], j["JobState"]) for j in js] for r, js in by_rule.items()}
-    assert set(by_rule) == {"verify_kernels", "train"}, f"only GPU rules go to SLURM: {summary}{diag}"
+    assert set(by_rule) == {"verify_kernels", "train"}, (
+        f"only the GPU rules may reach SLURM; aggregate and report must be local rules of the workflow "
+        f"(`localrules: aggregate, report` or `localrule: True`): {summary}"
+    )
 
     for job in by_rule["train"] + by_rule["verify_kernels"]:
         # sbatch --gpus=1 is recorded as TresPerJob=gres:gpu:1 (a --gres request would be TresPerNode)
