@@ -11,9 +11,9 @@ FROM nvidia/cuda:12.8.1-runtime-ubuntu22.04
 ARG TORCH_VERSION=2.11.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
 
-ENV DEBIAN_FRONTEND=noninteractive \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+# Build-time settings are written on the commands themselves: spython turns ENV into %environment (runtime) and
+# plain unexported variables in %post, so an ENV would not reach apt-get or pip in an Apptainer build.
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/venv \
@@ -22,18 +22,20 @@ ENV DEBIAN_FRONTEND=noninteractive \
     MPLCONFIGDIR=/tmp/matplotlib
 
 # gcc and the Python headers: Triton compiles its small C launcher at first use.
+# DL3008 (unpinned apt versions): the base tag fixes the Ubuntu release, whose archive only gets security fixes,
+# and old package versions vanish from it, so exact pins would break rebuilds.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         bash ca-certificates gcc libc6-dev python3.11 python3.11-dev python3.11-venv \
     && rm -rf /var/lib/apt/lists/* \
     && python3.11 -m venv /opt/venv
 
 # torch from the CUDA 12.8 index first (its wheel pins the matching triton), then the project's dependencies.
 COPY pyproject.toml /opt/deltanet/pyproject.toml
-RUN pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
+RUN pip install --no-cache-dir --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
     && python -c "import tomllib; print('\n'.join(tomllib.load(open('/opt/deltanet/pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /opt/deltanet/requirements.txt \
-    && pip install -r /opt/deltanet/requirements.txt \
+    && pip install --no-cache-dir -r /opt/deltanet/requirements.txt \
     && pip freeze > /opt/deltanet/requirements.lock \
     && chmod -R a+rX /opt/venv /opt/deltanet
