@@ -19,6 +19,8 @@ rule aggregate:
         "results/{scale}/logs/aggregate.log",
     benchmark:
         "results/{scale}/benchmarks/aggregate.tsv"
+    # light work: stays on the submit host under a cluster profile
+    localrule: True
     container:
         IMAGE
     threads: 1

@@ -63,7 +63,8 @@ def unregistered_run_pattern():
         + ")/(?:"
         + "|".join(map(re.escape, TASK_IDS))
     )
-    return rf"(?!(?:{known})$)[^/]+/[^/]+"
+    # Snakemake embeds this in `runs/(?P<run>...)\.parquet$`, so the look-ahead must reach the suffix.
+    return rf"(?!(?:{known})\.parquet$)[^/]+/[^/]+"
 
 
 def unregistered_run(wildcards):

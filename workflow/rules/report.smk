@@ -35,6 +35,8 @@ rule report:
         "results/{scale}/logs/report.log",
     benchmark:
         "results/{scale}/benchmarks/report.tsv"
+    # light work: stays on the submit host under a cluster profile
+    localrule: True
     container:
         IMAGE
     threads: 1
