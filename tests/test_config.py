@@ -28,7 +28,7 @@ def test_shipped_config_is_valid_and_selects_everything(config):
         (lambda c: c.update(tasks=["recall"]), "tasks"),
         (lambda c: c.update(variants=[]), "variants"),
         (lambda c: c.update(scale="huge"), "scale"),
-        (lambda c: c["scales"]["tiny"]["model"].update(chunk_size=48), "scales.tiny.model.chunk_size"),
+        (lambda c: c["scales"]["tiny"]["model"].update(chunk_size=0), "scales.tiny.model.chunk_size"),
         (lambda c: c["scales"]["tiny"]["task_overrides"]["compression"].update(sq_len=3),
          "scales.tiny.task_overrides.compression"),
     ],
