@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # v2: finished_at (ISO 8601, UTC)
 STOP_REASONS = ("early_stopped", "max_epochs", "diverged")
 
 # column -> pandas dtype kind ("i" int, "f" float, "b" bool, "O" string)
@@ -22,7 +22,7 @@ RUN_COLUMNS: dict[str, str] = {
     "test_acc": "f", "test_acc_micro": "f", "test_ppl": "f", "test_loss": "f",
     "train_acc": "f", "train_acc_micro": "f", "train_ppl": "f", "train_loss": "f",
     "best_epoch": "i", "epochs_run": "i", "stop_reason": "O",
-    "wall_seconds": "f", "tokens_per_second": "f", "peak_memory_mb": "f",
+    "wall_seconds": "f", "tokens_per_second": "f", "peak_memory_mb": "f", "finished_at": "O",
     "device": "O", "torch_version": "O", "triton_version": "O", "python_version": "O",
     "git_commit": "O", "git_dirty": "b", "variant_source_sha256": "O", "config_sha256": "O",
     "num_parameters": "i",

@@ -38,6 +38,7 @@ def make_run(variant: str, task: str, setting: int, lr: float, wd: float, seed: 
         "train_acc": acc, "train_acc_micro": acc, "train_ppl": 2.0, "train_loss": 0.7,
         "best_epoch": 1, "epochs_run": 2, "stop_reason": "max_epochs",
         "wall_seconds": 1.5, "tokens_per_second": 1000.0, "peak_memory_mb": 10.0,
+        "finished_at": "2026-11-23T12:00:00+00:00",
         "device": "cpu", "torch_version": "2.13.0", "triton_version": "", "python_version": "3.12.0",
         "git_commit": "abc1234", "git_dirty": False, "variant_source_sha256": "0" * 64, "config_sha256": "1" * 64,
         "num_parameters": 1000, "vocab_size": vocab,

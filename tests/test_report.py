@@ -177,3 +177,13 @@ def test_in_memory_scores_match_written_parquet(built):
     wide = wide_table(long).set_index("variant")
     assert wide.at["gated_delta_net_4layer", "Compress"] == pytest.approx(REF.set_index("variant").at["gated_delta_net_4layer", "Compress"])
     assert list(score_runs(pd.DataFrame(reference_like_rows())).columns) == list(long.columns)
+
+
+def test_provenance_dates_come_from_the_run_rows(tmp_path):
+    from deltanet.report.provenance import summary
+
+    runs = pd.DataFrame([make_run("delta_net_4layer", "compression", 0, 1e-3, 0.0, 1, 0.5, finished_at=stamp)
+                         for stamp in ("2026-11-23T09:05:00+00:00", "2026-11-23T11:40:30+00:00")])
+    table = dict(summary(runs, "tiny", []).itertuples(index=False))
+    assert table["date"] == "2026-11-23 09:05 – 2026-11-23 11:40 UTC (runs finished)"
+    assert table["total wall time"].startswith("0h 00m 03s")

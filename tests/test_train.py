@@ -20,7 +20,7 @@ from deltanet.train import main
 from deltanet.training import protocol
 
 REPO = Path(__file__).resolve().parents[1]
-TIMING = ["wall_seconds", "tokens_per_second", "peak_memory_mb"]
+TIMING = ["wall_seconds", "tokens_per_second", "peak_memory_mb", "finished_at"]
 TASK = "context_recall"
 
 

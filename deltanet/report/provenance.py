@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from pathlib import Path
 
 import pandas as pd
-
-# optional timestamp columns a run table may carry beyond RUN_COLUMNS (first found wins)
-TIME_COLUMNS = ("finished_at", "ended_at", "timestamp", "started_at")
 
 
 def _values(runs: pd.DataFrame, column: str) -> str:
@@ -27,17 +23,11 @@ def _duration(seconds: float) -> str:
     return f"{h}h {m:02d}m {s:02d}s ({seconds:,.1f} s summed over runs)"
 
 
-def _dates(runs: pd.DataFrame, files: list[Path]) -> str:
-    for column in TIME_COLUMNS:
-        if column in runs and runs[column].notna().any():
-            stamps = pd.to_datetime(runs[column], utc=True, errors="coerce").dropna()
-            if len(stamps):
-                return f"{stamps.min():%Y-%m-%d %H:%M} – {stamps.max():%Y-%m-%d %H:%M} UTC (run column `{column}`)"
-    mtimes = [p.stat().st_mtime for p in files if p.exists()]
-    if not mtimes:
+def _dates(runs: pd.DataFrame) -> str:
+    stamps = pd.to_datetime(runs["finished_at"], utc=True, errors="coerce").dropna() if len(runs) else []
+    if not len(stamps):
         return "not recorded"
-    lo, hi = (dt.datetime.fromtimestamp(t, dt.timezone.utc) for t in (min(mtimes), max(mtimes)))
-    return f"{lo:%Y-%m-%d %H:%M} – {hi:%Y-%m-%d %H:%M} UTC (run file modification times; no timestamp column)"
+    return f"{stamps.min():%Y-%m-%d %H:%M} – {stamps.max():%Y-%m-%d %H:%M} UTC (runs finished)"
 
 
 def summary(runs: pd.DataFrame, scale: str, files: list[Path]) -> pd.DataFrame:
@@ -58,7 +48,7 @@ def summary(runs: pd.DataFrame, scale: str, files: list[Path]) -> pd.DataFrame:
         ("torch", _values(runs, "torch_version")),
         ("triton", _values(runs, "triton_version")),
         ("python", _values(runs, "python_version")),
-        ("date", _dates(runs, files)),
+        ("date", _dates(runs)),
         ("total wall time", _duration(float(runs["wall_seconds"].sum()) if n else math.nan)),
         ("run files", str(len(files))),
         ("runs", str(n)),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import math
 import os
 import random
@@ -255,6 +256,7 @@ def train_run(plan: RunPlan, data: TensorData, ckpt: Path, on_epoch: Callable[[R
         "epochs_run": state.epoch,
         "stop_reason": state.stop_reason,
         "wall_seconds": state.wall_seconds,
+        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "tokens_per_second": state.train_tokens / state.train_seconds if state.train_seconds else math.nan,
         "peak_memory_mb": peak_memory_mb(device),
         "num_parameters": count_parameters(model),
