@@ -30,7 +30,6 @@ import torch
 
 from deltanet.config import config_hash
 from deltanet.io import atomic_path, write_text_atomic
-from deltanet.model import ModelConfig
 from deltanet.runs import RUN_COLUMNS, SCHEMA_VERSION, validate_runs
 from deltanet.tasks import get_task, make_datasets, task_settings
 from deltanet.training.loop import RunPlan, RunState, TensorData, train_run
@@ -124,13 +123,11 @@ def run_job(job: Job) -> None:
     settings = task_settings(job.task, scale_cfg["grid"], scale_cfg["task_overrides"].get(job.task, {}))
     plan = [(s, float(lr), float(wd), seed)
             for s in settings for lr in optim["lrs"] for wd in optim["weight_decays"] for seed in seeds]  # fmt: skip
-    model_kwargs = {**scale_cfg["model"], "variant": job.variant}
-    if "kernels" in ModelConfig.__dataclass_fields__ and "kernels" in config:
-        model_kwargs["kernels"] = config["kernels"]
+    model_kwargs = {**scale_cfg["model"], "variant": job.variant, "kernels": config["kernels"]}
     variant_sha = file_sha256(variant.source)
     identity = {
         "variant": job.variant, "variant_source_sha256": variant_sha, "task": job.task, "scale": job.scale,
-        "scale_config": scale_cfg, "seeds": seeds, "kernels": config.get("kernels"),
+        "scale_config": scale_cfg, "seeds": seeds, "kernels": config["kernels"],
     }  # fmt: skip
     done = _prepare_ckpt_dir(job.ckpt_dir, identity)
     rows = [] if done is None else done.to_dict("records")
@@ -163,7 +160,7 @@ def run_job(job: Job) -> None:
             data_for = (setting.id, TensorData.from_datasets(ds, job.device), chance_level(np.asarray(ds.test_targets)))
         _, data, chance = data_for
         ckpt = job.ckpt_dir / f"run-{index:04d}.pt"
-        resume = f" (resuming a checkpoint)" if ckpt.exists() else ""
+        resume = " (resuming a checkpoint)" if ckpt.exists() else ""
         log(f"run {index}/{len(plan)} {job.task}/{setting.id} lr={lr:g} wd={wd:g} seed={seed}{resume}")
         run_plan = RunPlan(
             index=index, total=len(plan), label=setting.id, vocab_size=int(setting.fields["vocab_size"]),
@@ -193,7 +190,7 @@ def _row(job, mixer, setting, lr, wd, seed, scale_cfg, result, provenance, confi
         "scale": job.scale, "setting_id": str(setting.id), "setting_json": json.dumps(fields, sort_keys=True),
         "lr": lr, "weight_decay": wd, "seed": seed, **result, **provenance,
         "config_sha256": config_hash({"scale": scale_cfg, "task": job.task, "setting": fields,
-                                      "kernels": config.get("kernels")}),
+                                      "kernels": config["kernels"]}),
     }  # fmt: skip
     clash = sorted(set(fields) & set(row))
     if clash:
