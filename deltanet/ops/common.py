@@ -53,11 +53,9 @@ class Chunk:
 
     def decay_matrix(self) -> Tensor:
         """Γ_ij = exp(G_i − G_j) for i ≥ j, 0 above the diagonal (all ones on/below it when ungated)."""
-        mask = self.causal_mask()
         if self.g_cum is None:
-            return mask.to(self.q.dtype).expand(*self.q.shape[:2], -1, -1)
-        diff = self.g_cum[..., :, None] - self.g_cum[..., None, :]
-        return torch.exp(diff.masked_fill(~mask, float("-inf")))
+            return self.causal_mask().to(self.q.dtype).expand(*self.q.shape[:2], -1, -1)
+        return decay_matrix(self.g_cum)
 
 
 class LoopBody(Protocol):
@@ -113,6 +111,13 @@ def to_chunks(x: Tensor, chunk_size: int) -> Tensor:
     return x.reshape(*x.shape[:2], -1, chunk_size, *x.shape[3:])
 
 
+def decay_matrix(g_cum: Tensor) -> Tensor:
+    """Γ_ij = exp(G_i − G_j) for i ≥ j and 0 above the diagonal, from the within-chunk cumulative log decay G."""
+    diff = g_cum[..., :, None] - g_cum[..., None, :]
+    mask = torch.ones(diff.shape[-2:], dtype=torch.bool, device=diff.device).tril()
+    return torch.exp(diff.masked_fill(~mask, float("-inf")))
+
+
 def ut_transform(a_strict: Tensor) -> Tensor:
     """T = (I + A)⁻¹ for a strictly lower-triangular A (per chunk).
 
@@ -121,6 +126,45 @@ def ut_transform(a_strict: Tensor) -> Tensor:
     """
     eye = torch.eye(a_strict.shape[-1], dtype=a_strict.dtype, device=a_strict.device)
     return torch.linalg.solve_triangular(eye + a_strict, eye.expand_as(a_strict), upper=False, unitriangular=True)
+
+
+def wy_representation(k: Tensor, v: Tensor, beta: Tensor, g_cum: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """W and the pseudo-values U of each chunk (last two dims ``[C, D]``; §1.2 / §2.2 of deltanet-math.md)::
+
+        A = strict_lower((K_β Kᵀ) ⊙ Γ),  T = (I + A)⁻¹,  W = T (K_β ⊙ e^G),  U = T V_β     (Γ, e^G = 1 ungated)
+    """
+    k_beta = k * beta[..., None]
+    a = k_beta @ k.transpose(-1, -2)
+    if g_cum is not None:
+        a = a * decay_matrix(g_cum)
+        k_beta = k_beta * g_cum[..., None].exp()
+    t_mat = ut_transform(a.tril(-1))
+    return t_mat @ k_beta, t_mat @ (v * beta[..., None])
+
+
+def corrected_values(chunk: Chunk, S: Tensor) -> Tensor:
+    """u = U − W S: the chunk's errors corrected for the carried state (row r = β_r (v_r − k_r S_{r−1}))."""
+    return chunk.u - chunk.w @ S
+
+
+def scores(chunk: Chunk) -> Tensor:
+    """Raw intra-chunk scores Q Kᵀ ``[B, H, C, C]`` (q carries 1/√Dk); the future is *not* masked."""
+    return chunk.q @ chunk.k.transpose(-1, -2)
+
+
+def linear_attention(chunk: Chunk) -> Tensor:
+    """Baseline intra-chunk attention Q Kᵀ ⊙ M (causal mask, diagonal kept)."""
+    return scores(chunk).masked_fill(~chunk.causal_mask(), 0.0)
+
+
+def read(chunk: Chunk, S: Tensor, attn: Tensor, u: Tensor) -> Tensor:
+    """O = Q S + attn u: read of the carried state plus the intra-chunk attention over the errors."""
+    return chunk.q @ S + attn @ u
+
+
+def write(chunk: Chunk, S: Tensor, u: Tensor) -> Tensor:
+    """S + Kᵀ u (the state after this chunk; padding rows have k = 0 and write nothing)."""
+    return S + chunk.k.transpose(-1, -2) @ u
 
 
 def run_chunk_loop(

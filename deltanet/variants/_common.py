@@ -1,6 +1,7 @@
 """Helpers shared by the variant loops (not a variant: files starting with ``_`` are skipped by the registry).
 
-Every variant changes one step of the baseline per-chunk loop (``deltanet.ops.delta_rule.baseline_loop_body``)::
+Every variant changes one step of the baseline per-chunk loop (``deltanet.ops.delta_rule.baseline_loop_body``),
+whose steps are the helpers of ``deltanet.ops.common``, re-exported here::
 
     u_i = U_i − W_i S                      corrected_values
     A_i = Q_i K_iᵀ ⊙ M                     linear_attention      (M causal, diagonal kept)
@@ -22,35 +23,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deltanet.ops.common import Chunk, ut_transform
+from deltanet.ops.common import (  # noqa: F401  (the baseline steps, re-exported for the variants)
+    Chunk,
+    corrected_values,
+    linear_attention,
+    read,
+    scores,
+    write,
+    wy_representation,
+)
 
 # ---------------------------------------------------------------------------------------------------------------
-# the baseline steps
-
-
-def corrected_values(chunk: Chunk, S: Tensor) -> Tensor:
-    """u = U − W S: the chunk's errors (row r = β_r (v_r − k_r S_{r−1}), the baseline's per-token error)."""
-    return chunk.u - chunk.w @ S
-
-
-def scores(chunk: Chunk) -> Tensor:
-    """Raw intra-chunk scores Q Kᵀ ``[B, H, C, C]`` (q carries 1/√Dk); the future is *not* masked."""
-    return chunk.q @ chunk.k.transpose(-1, -2)
-
-
-def linear_attention(chunk: Chunk) -> Tensor:
-    """Baseline intra-chunk attention Q Kᵀ ⊙ M (causal mask, diagonal kept)."""
-    return scores(chunk).masked_fill(~chunk.causal_mask(), 0.0)
-
-
-def read(chunk: Chunk, S: Tensor, attn: Tensor, u: Tensor) -> Tensor:
-    """O = Q S + attn u: read of the carried state plus the intra-chunk attention over the errors."""
-    return chunk.q @ S + attn @ u
-
-
-def write(chunk: Chunk, S: Tensor, u: Tensor) -> Tensor:
-    """S + Kᵀ u (the state after this chunk; padding rows have k = 0 and write nothing)."""
-    return S + chunk.k.transpose(-1, -2) @ u
+# the state update
 
 
 def state_delta(chunk: Chunk, u: Tensor) -> Tensor:
@@ -128,15 +112,8 @@ def recompute_wy(chunk: Chunk, q: Tensor | None = None, k: Tensor | None = None,
     """
     q = chunk.q if q is None else q
     k = chunk.k if k is None else k
-    k_beta = k * chunk.beta[..., None]
-    a = k_beta @ k.transpose(-1, -2)
-    new = dataclasses.replace(chunk, q=q, k=k, g_cum=g_cum)
-    if g_cum is not None:
-        a = a * new.decay_matrix()
-    t_mat = ut_transform(a.tril(-1))
-    w = t_mat @ (k_beta if g_cum is None else k_beta * g_cum[..., None].exp())
-    u = t_mat @ (chunk.v * chunk.beta[..., None])
-    return dataclasses.replace(new, w=w, u=u)
+    w, u = wy_representation(k, chunk.v, chunk.beta, g_cum)
+    return dataclasses.replace(chunk, q=q, k=k, g_cum=g_cum, w=w, u=u)
 
 
 # ---------------------------------------------------------------------------------------------------------------

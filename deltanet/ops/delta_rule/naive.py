@@ -19,11 +19,15 @@ from deltanet.ops.common import (
     LoopBody,
     check_chunk_size,
     check_inputs,
+    corrected_values,
     default_init_carry,
     from_heads_first,
+    linear_attention,
+    read,
     run_chunk_loop,
     to_chunks,
-    ut_transform,
+    write,
+    wy_representation,
 )
 
 
@@ -49,10 +53,8 @@ def delta_rule_recurrence(
 def baseline_loop_body(chunk: Chunk, carry: Carry, params: object | None) -> tuple[Tensor, Carry]:
     """DeltaNet per-chunk step: u = U − W S; O = Q S + (Q Kᵀ ⊙ M) u; S ← S + Kᵀ u (M: causal, diagonal kept)."""
     S = carry["S"]
-    u = chunk.u - chunk.w @ S
-    attn = (chunk.q @ chunk.k.transpose(-1, -2)).masked_fill(~chunk.causal_mask(), 0.0)
-    o = chunk.q @ S + attn @ u
-    return o, {**carry, "S": S + chunk.k.transpose(-1, -2) @ u}
+    u = corrected_values(chunk, S)
+    return read(chunk, S, linear_attention(chunk), u), {**carry, "S": write(chunk, S, u)}
 
 
 def delta_rule_chunkwise(
@@ -78,9 +80,7 @@ def delta_rule_chunkwise(
     scale = Dk**-0.5 if scale is None else scale
     qc, kc, vc = to_chunks(q * scale, chunk_size), to_chunks(k, chunk_size), to_chunks(v, chunk_size)
     bc = to_chunks(beta, chunk_size)  # [B, H, N, C]
-    k_beta = kc * bc[..., None]
-    t_mat = ut_transform((k_beta @ kc.transpose(-1, -2)).tril(-1))
-    w, u = t_mat @ k_beta, t_mat @ (vc * bc[..., None])
+    w, u = wy_representation(kc, vc, bc)
     S0 = q.new_zeros(B, H, Dk, Dv, dtype=torch.float32)
     if initial_state is not None:
         S0 = S0 + initial_state.float()

@@ -19,11 +19,13 @@ from deltanet.ops.common import (
     LoopBody,
     check_chunk_size,
     check_inputs,
+    corrected_values,
     default_init_carry,
     from_heads_first,
     run_chunk_loop,
+    scores,
     to_chunks,
-    ut_transform,
+    wy_representation,
 )
 
 
@@ -59,8 +61,8 @@ def gated_loop_body(chunk: Chunk, carry: Carry, params: object | None) -> tuple[
     u = U − W S;  O = (Q ⊙ e^G) S + (Q Kᵀ ⊙ Γ) u;  S ← e^{G_last} S + (K ⊙ e^{G_last − G})ᵀ u
     """
     S, G = carry["S"], chunk.g_cum
-    u = chunk.u - chunk.w @ S
-    attn = (chunk.q @ chunk.k.transpose(-1, -2)) * chunk.decay_matrix()
+    u = corrected_values(chunk, S)
+    attn = scores(chunk) * chunk.decay_matrix()
     o = (chunk.q * G[..., None].exp()) @ S + attn @ u
     g_last = G[..., -1:]
     k_decayed = chunk.k * (g_last - G)[..., None].exp()
@@ -90,10 +92,7 @@ def gated_delta_rule_chunkwise(
     scale = Dk**-0.5 if scale is None else scale
     qc, kc, vc = to_chunks(q * scale, chunk_size), to_chunks(k, chunk_size), to_chunks(v, chunk_size)
     bc, gc = to_chunks(beta, chunk_size), to_chunks(g, chunk_size).cumsum(-1)
-    k_beta = kc * bc[..., None]
-    gamma = (gc[..., :, None] - gc[..., None, :]).tril().exp().tril()
-    t_mat = ut_transform(((k_beta @ kc.transpose(-1, -2)) * gamma).tril(-1))
-    w, u = t_mat @ (k_beta * gc[..., None].exp()), t_mat @ (vc * bc[..., None])
+    w, u = wy_representation(kc, vc, bc, gc)
     S0 = q.new_zeros(B, H, Dk, Dv, dtype=torch.float32)
     if initial_state is not None:
         S0 = S0 + initial_state.float()
