@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deltanet.ops.common import LOOP_PRECISIONS
 from deltanet.ops.dispatch import BACKENDS, delta_rule, gated_delta_rule
 from deltanet.variants import Variant, get_variant
 
@@ -40,6 +41,7 @@ class ModelConfig:
     init_std: float = 0.02  # paper-time MAD init of Linear weights and embeddings (mad-benchmark.md, caveat 2)
     max_length: int = 128  # AutoEncoder output length (the task's seq_len)
     kernels: str = "naive"  # auto | triton | naive (deltanet/ops/dispatch.py); Triton only for USES_KERNEL variants
+    loop_precision: str = "fp32"  # fp32 | autocast: the naive chunk loop under autocast (deltanet/ops/common.py)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -49,6 +51,8 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig.{name} must be a positive int, got {value!r}")
         if self.kernels not in BACKENDS:
             raise ValueError(f"ModelConfig.kernels must be one of {BACKENDS}, got {self.kernels!r}")
+        if self.loop_precision not in LOOP_PRECISIONS:
+            raise ValueError(f"ModelConfig.loop_precision must be one of {LOOP_PRECISIONS}, got {self.loop_precision!r}")
         bad = [kind for kind in self.layers if kind not in LAYER_KINDS]
         if bad:
             raise ValueError(f"ModelConfig.layers has unknown kinds {bad}; allowed: {LAYER_KINDS}")
@@ -97,8 +101,9 @@ class DeltaNetMixer(nn.Module):
         beta = torch.sigmoid(self.b_proj(x))
         # naive op with the variant's loop, or the Triton kernel when the variant declares USES_KERNEL
         loop = dict(
-            chunk_size=self.cfg.chunk_size, backend=self.cfg.kernels, variant=self.variant, params=self.loop_params
-        )
+            chunk_size=self.cfg.chunk_size, backend=self.cfg.kernels, variant=self.variant, params=self.loop_params,
+            loop_precision=self.cfg.loop_precision,
+        )  # fmt: skip
         if self.gated:
             g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)
             o, _ = gated_delta_rule(q, k, v, g, beta, **loop)

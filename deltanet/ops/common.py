@@ -14,6 +14,7 @@ must contain ``"S"`` (``[B, H, Dk, Dv]``), ``params`` the variant's learnable pa
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -21,6 +22,9 @@ import torch
 from torch import Tensor
 
 Carry = dict[str, Tensor]
+
+# How the naive ops compute inside the caller's autocast (``ModelConfig.loop_precision``; docs/precision.md).
+LOOP_PRECISIONS = ("fp32", "autocast")
 
 
 @dataclass(frozen=True)
@@ -118,12 +122,41 @@ def decay_matrix(g_cum: Tensor) -> Tensor:
     return torch.exp(diff.masked_fill(~mask, float("-inf")))
 
 
+def loop_precision(device_type: str, precision: str = "fp32") -> contextlib.AbstractContextManager:
+    """The precision context a chunkwise op runs in, whatever autocast the caller has on.
+
+    ``fp32``: autocast off for ``device_type``, so the UT/WY transform and every loop-body matmul run in fp32 (the
+    ops upcast their inputs in :func:`to_chunks`). ``autocast``: the caller's autocast stays on, so the matmuls run
+    in its dtype (bf16 under MAD's bf16-mixed training), as fla's naive loop did in the reference system.
+    """
+    if precision not in LOOP_PRECISIONS:
+        raise ValueError(f"loop_precision must be one of {LOOP_PRECISIONS}, got {precision!r}")
+    return torch.autocast(device_type, enabled=False) if precision == "fp32" else contextlib.nullcontext()
+
+
+def forward_substitution(a_strict: Tensor) -> Tensor:
+    """T = (I + A)⁻¹ for a strictly lower-triangular A, row by row: T_i = e_i − Σ_{m<i} A_im T_m.
+
+    Only elementwise products and sums, so it runs in any dtype (bf16 included), like fla's naive loop.
+    """
+    C = a_strict.shape[-1]
+    eye = torch.eye(C, dtype=a_strict.dtype, device=a_strict.device).expand_as(a_strict)
+    rows = [eye[..., 0, :]]
+    for i in range(1, C):
+        done = torch.stack(rows, dim=-2)  # [..., i, C]: rows m < i, final
+        rows.append(eye[..., i, :] - (a_strict[..., i, :i, None] * done).sum(-2))
+    return torch.stack(rows, dim=-2)
+
+
 def ut_transform(a_strict: Tensor) -> Tensor:
     """T = (I + A)⁻¹ for a strictly lower-triangular A (per chunk).
 
-    Equal to the forward-substitution sweep of the spec (§1.2 step 2), done as one unit-triangular solve;
-    ``tests/test_ops_naive.py`` checks the two agree.
+    fp32/fp64: one unit-triangular solve (equal to the forward-substitution sweep of docs/deltanet-math.md §1.2;
+    ``tests/test_ops_naive.py`` checks the two agree). Other dtypes (bf16 under ``loop_precision: autocast``, where
+    ``torch.linalg.solve_triangular`` has no kernel): :func:`forward_substitution` in that dtype.
     """
+    if a_strict.dtype not in (torch.float32, torch.float64):
+        return forward_substitution(a_strict)
     eye = torch.eye(a_strict.shape[-1], dtype=a_strict.dtype, device=a_strict.device)
     return torch.linalg.solve_triangular(eye + a_strict, eye.expand_as(a_strict), upper=False, unitriangular=True)
 
@@ -197,6 +230,40 @@ def run_chunk_loop(
         o, carry = body(chunk, carry, params)
         outputs.append(o)
     return torch.stack(outputs, dim=2).reshape(*q.shape[:2], total, -1), carry["S"]
+
+
+def chunkwise(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    g: Tensor | None,
+    chunk_size: int,
+    scale: float | None,
+    initial_state: Tensor | None,
+    body: LoopBody,
+    params: object | None,
+    init_carry: InitCarry,
+    precision: str,
+) -> tuple[Tensor, Tensor]:
+    """The chunkwise form shared by both naive ops (``g is None``: the ungated rule). Returns (o, final S fp32).
+
+    Zero-pads T to a multiple of ``chunk_size``, computes G = within-chunk cumsum of g and the UT/WY transform of
+    every chunk at once, then runs ``body`` over the chunks; all of it inside :func:`loop_precision`.
+    """
+    B, T, H, Dk, Dv = check_inputs(q, k, v, beta, g=g, initial_state=initial_state)
+    check_chunk_size(chunk_size)
+    scale = Dk**-0.5 if scale is None else scale
+    with loop_precision(q.device.type, precision):
+        qc, kc, vc = to_chunks(q * scale, chunk_size), to_chunks(k, chunk_size), to_chunks(v, chunk_size)
+        bc = to_chunks(beta, chunk_size)  # [B, H, N, C]
+        gc = None if g is None else to_chunks(g, chunk_size).cumsum(-1)
+        w, u = wy_representation(kc, vc, bc, gc)
+        S0 = q.new_zeros(B, H, Dk, Dv, dtype=torch.float32)
+        if initial_state is not None:
+            S0 = S0 + initial_state.float()
+        o, S = run_chunk_loop(qc, kc, vc, bc, w, u, gc, S0, body, params, init_carry, valid_length=T)
+    return from_heads_first(o, T, q.dtype), S.float()
 
 
 def from_heads_first(o: Tensor, T: int, dtype: torch.dtype) -> Tensor:

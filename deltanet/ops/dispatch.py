@@ -110,9 +110,12 @@ def delta_rule(
     backend: str = "auto",
     variant=None,
     params: object | None = None,
+    loop_precision: str = "fp32",
 ) -> tuple[Tensor, Tensor]:
     """Delta rule through the chosen backend. ``variant`` (a :class:`deltanet.variants.Variant`, default the
-    baseline) supplies the loop body for the naive path; ``params`` its learnable parameters."""
+    baseline) supplies the loop body for the naive path; ``params`` its learnable parameters; ``loop_precision``
+    how the naive path computes under autocast (:func:`deltanet.ops.common.loop_precision`). The Triton kernels
+    always accumulate in fp32 with dots in the precision of q's dtype, whatever the autocast state."""
     _check_mixer(variant, "delta")
     if _use_kernel(backend, q.device, chunk_size, variant):
         from deltanet.ops.delta_rule.chunk import chunk_delta_rule
@@ -122,8 +125,9 @@ def delta_rule(
 
     loop = {} if variant is None else {"loop_body": variant.loop_body, "init_carry": variant.init_carry}
     return delta_rule_chunkwise(
-        q, k, v, beta, chunk_size=chunk_size, scale=scale, initial_state=initial_state, params=params, **loop
-    )
+        q, k, v, beta, chunk_size=chunk_size, scale=scale, initial_state=initial_state, params=params,
+        precision=loop_precision, **loop,
+    )  # fmt: skip
 
 
 def gated_delta_rule(
@@ -139,6 +143,7 @@ def gated_delta_rule(
     backend: str = "auto",
     variant=None,
     params: object | None = None,
+    loop_precision: str = "fp32",
 ) -> tuple[Tensor, Tensor]:
     """Gated delta rule through the chosen backend (see :func:`delta_rule`)."""
     _check_mixer(variant, "gated")
@@ -152,5 +157,6 @@ def gated_delta_rule(
 
     loop = {} if variant is None else {"loop_body": variant.loop_body, "init_carry": variant.init_carry}
     return gated_delta_rule_chunkwise(
-        q, k, v, g, beta, chunk_size=chunk_size, scale=scale, initial_state=initial_state, params=params, **loop
-    )
+        q, k, v, g, beta, chunk_size=chunk_size, scale=scale, initial_state=initial_state, params=params,
+        precision=loop_precision, **loop,
+    )  # fmt: skip

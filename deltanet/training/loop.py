@@ -4,7 +4,10 @@ AdamW (torch defaults: betas (0.9, 0.999), eps 1e-8, weight decay on every param
 (T_max = max_epochs, eta_min = min_lr) stepped once per epoch, a shuffled training set (the last batch may be
 short), cross-entropy with ignore_index -100, evaluation on the test set after every epoch, early stop at
 ``stop_accuracy``, and the reported metrics of the epoch with the lowest test perplexity (its train metrics are
-evaluated on the saved best model at the end). bf16 autocast on CUDA, fp32 on CPU.
+evaluated on the saved best model at the end). Precision (``optim.precision``): ``auto`` = bf16 autocast on CUDA
+(MAD trains bf16-mixed) and fp32 elsewhere; ``bf16`` forces the GPU path's autocast on any device (CPU tests of the
+GPU code path); ``fp32`` turns autocast off. ``optim.max_steps_per_epoch`` / ``max_eval_batches`` (the smoke scale)
+cap the batches of each epoch and of each evaluation.
 
 Determinism: every run seeds python, numpy and torch with its seed before building the model, and shuffles with
 its own ``torch.Generator`` seeded the same, so a run's result does not depend on the runs before it; the
@@ -100,20 +103,39 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # CPU and every CUDA device
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+PRECISIONS = {"bf16": torch.bfloat16, "fp32": None}
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """``optim.precision`` → the autocast dtype on ``device`` (None: no autocast, plain fp32)."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if precision not in PRECISIONS:
+        raise ValueError(f"optim.precision must be one of auto, {', '.join(PRECISIONS)}; got {precision!r}")
+    return PRECISIONS[precision]
+
+
+def precision_context(device_type: str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """The autocast the model runs under: ``torch.autocast(device_type, dtype)``, or none for ``dtype=None``.
+
+    The same context on CPU and CUDA, so CPU tests take the GPU path (the ops keep their own fp32 loop inside it).
+    """
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type, dtype=dtype)
 
 
 @torch.no_grad()
-def evaluate(model, inputs, targets, batch_size: int, vocab_size: int, device: torch.device) -> dict:
-    """TaskMetrics over the set in order, in batches of ``batch_size`` (MAD's accuracy is a per-batch mean)."""
+def evaluate(
+    model, inputs, targets, batch_size: int, vocab_size: int, device: torch.device, amp: torch.dtype | None = None,
+    max_batches: int | None = None,
+) -> dict:  # fmt: skip
+    """TaskMetrics over the set in order, in batches of ``batch_size`` (MAD's accuracy is a per-batch mean);
+    ``amp`` the autocast dtype, ``max_batches`` caps the batches (the smoke scale)."""
     was_training = model.training
     model.eval()
     metrics = TaskMetrics(vocab_size, device)
-    for start in range(0, len(inputs), batch_size):
-        with _autocast(device):
+    starts = range(0, len(inputs), batch_size)
+    for start in starts[:max_batches]:
+        with precision_context(device.type, amp):
             logits = model(inputs[start : start + batch_size])
         metrics.update(logits.float(), targets[start : start + batch_size])
     model.train(was_training)
@@ -174,6 +196,8 @@ def train_run(plan: RunPlan, data: TensorData, ckpt: Path, on_epoch: Callable[[R
     """
     device, opt_cfg = plan.device, plan.optim
     max_epochs, batch_size = opt_cfg["max_epochs"], opt_cfg["batch_size"]
+    amp = autocast_dtype(opt_cfg.get("precision", "auto"), device)
+    max_steps, max_eval = opt_cfg.get("max_steps_per_epoch"), opt_cfg.get("max_eval_batches")
     seq_len = data.train_inputs.shape[1]
     started = time.perf_counter()
 
@@ -204,10 +228,10 @@ def train_run(plan: RunPlan, data: TensorData, ckpt: Path, on_epoch: Callable[[R
         perm = torch.randperm(n_train, generator=shuffle).to(device)
         loss_sum = torch.zeros((), device=device)
         steps = 0
-        for start in range(0, n_train, batch_size):
+        for start in range(0, n_train, batch_size)[:max_steps]:
             idx = perm[start : start + batch_size]
             x, y = data.train_inputs[idx], data.train_targets[idx]
-            with _autocast(device):
+            with precision_context(device.type, amp):
                 logits = model(x)
             loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100)
             if nan_from is not None and epoch >= nan_from:
@@ -221,14 +245,14 @@ def train_run(plan: RunPlan, data: TensorData, ckpt: Path, on_epoch: Callable[[R
         train_loss = (loss_sum / steps).item()  # one device sync per epoch
         train_time = time.perf_counter() - epoch_start
         state.train_seconds += train_time
-        state.train_tokens += n_train * seq_len
+        state.train_tokens += min(n_train, steps * batch_size) * seq_len
         state.epoch = epoch
 
         if protocol.is_diverged(train_loss):
             test = dict(NAN_METRICS)
             state.stop_reason = "diverged"
         else:
-            test = evaluate(model, data.test_inputs, data.test_targets, batch_size, plan.vocab_size, device)
+            test = evaluate(model, data.test_inputs, data.test_targets, batch_size, plan.vocab_size, device, amp, max_eval)
             if protocol.is_better(test["ppl"], state.best_metrics["ppl"] if state.best_epoch else None):
                 state.best_epoch, state.best_metrics = epoch, test
                 state.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -245,7 +269,7 @@ def train_run(plan: RunPlan, data: TensorData, ckpt: Path, on_epoch: Callable[[R
         state.stop_reason = "max_epochs"
     if state.best_model is not None:
         model.load_state_dict(state.best_model)
-        train = evaluate(model, data.train_inputs, data.train_targets, batch_size, plan.vocab_size, device)
+        train = evaluate(model, data.train_inputs, data.train_targets, batch_size, plan.vocab_size, device, amp, max_eval)
     else:
         train = dict(NAN_METRICS)
     state.wall_seconds = prior_wall + time.perf_counter() - started

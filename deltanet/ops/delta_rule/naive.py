@@ -17,17 +17,14 @@ from deltanet.ops.common import (
     Chunk,
     InitCarry,
     LoopBody,
-    check_chunk_size,
     check_inputs,
+    chunkwise,
     corrected_values,
     default_init_carry,
-    from_heads_first,
     linear_attention,
+    loop_precision,
     read,
-    run_chunk_loop,
-    to_chunks,
     write,
-    wy_representation,
 )
 
 
@@ -42,11 +39,12 @@ def delta_rule_recurrence(
     if initial_state is not None:
         S = S + initial_state.float()
     outs = []
-    for t in range(T):
-        k_t, q_t = kf[:, :, t], qf[:, :, t]
-        err = bf[:, :, t, None] * (vf[:, :, t] - torch.einsum("bhk,bhkv->bhv", k_t, S))
-        S = S + k_t[..., :, None] * err[..., None, :]
-        outs.append(torch.einsum("bhk,bhkv->bhv", q_t, S))
+    with loop_precision(q.device.type):  # the reference is fp32 whatever the caller's autocast
+        for t in range(T):
+            k_t, q_t = kf[:, :, t], qf[:, :, t]
+            err = bf[:, :, t, None] * (vf[:, :, t] - torch.einsum("bhk,bhkv->bhv", k_t, S))
+            S = S + k_t[..., :, None] * err[..., None, :]
+            outs.append(torch.einsum("bhk,bhkv->bhv", q_t, S))
     return torch.stack(outs, dim=2).movedim(1, 2).to(q.dtype), S
 
 
@@ -68,21 +66,13 @@ def delta_rule_chunkwise(
     loop_body: LoopBody = baseline_loop_body,
     params: object | None = None,
     init_carry: InitCarry = default_init_carry,
+    precision: str = "fp32",
 ) -> tuple[Tensor, Tensor]:
     """Chunkwise delta rule, any T (zero-padded to a multiple of ``chunk_size``). Returns (o, final S).
 
     Per chunk, all at once: A = strict_lower(diag(β) K Kᵀ), T = (I + A)⁻¹, W = T diag(β) K, U = T diag(β) V.
     Then ``loop_body`` runs sequentially over chunks (see :mod:`deltanet.ops.common`). Zero padding has k = v = β = 0,
-    so it leaves the baseline state untouched.
+    so it leaves the baseline state untouched. ``precision``: ``fp32`` (whatever the autocast) or ``autocast``
+    (:func:`deltanet.ops.common.loop_precision`).
     """
-    B, T, H, Dk, Dv = check_inputs(q, k, v, beta, initial_state=initial_state)
-    check_chunk_size(chunk_size)
-    scale = Dk**-0.5 if scale is None else scale
-    qc, kc, vc = to_chunks(q * scale, chunk_size), to_chunks(k, chunk_size), to_chunks(v, chunk_size)
-    bc = to_chunks(beta, chunk_size)  # [B, H, N, C]
-    w, u = wy_representation(kc, vc, bc)
-    S0 = q.new_zeros(B, H, Dk, Dv, dtype=torch.float32)
-    if initial_state is not None:
-        S0 = S0 + initial_state.float()
-    o, S = run_chunk_loop(qc, kc, vc, bc, w, u, None, S0, loop_body, params, init_carry, valid_length=T)
-    return from_heads_first(o, T, q.dtype), S
+    return chunkwise(q, k, v, beta, None, chunk_size, scale, initial_state, loop_body, params, init_carry, precision)

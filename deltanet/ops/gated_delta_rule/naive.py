@@ -17,15 +17,12 @@ from deltanet.ops.common import (
     Chunk,
     InitCarry,
     LoopBody,
-    check_chunk_size,
     check_inputs,
+    chunkwise,
     corrected_values,
     default_init_carry,
-    from_heads_first,
-    run_chunk_loop,
+    loop_precision,
     scores,
-    to_chunks,
-    wy_representation,
 )
 
 
@@ -46,12 +43,13 @@ def gated_delta_rule_recurrence(
     if initial_state is not None:
         S = S + initial_state.float()
     outs = []
-    for t in range(T):
-        S = S * gf[:, :, t, None, None].exp()
-        k_t = kf[:, :, t]
-        err = bf[:, :, t, None] * (vf[:, :, t] - torch.einsum("bhk,bhkv->bhv", k_t, S))
-        S = S + k_t[..., :, None] * err[..., None, :]
-        outs.append(torch.einsum("bhk,bhkv->bhv", qf[:, :, t], S))
+    with loop_precision(q.device.type):  # the reference is fp32 whatever the caller's autocast
+        for t in range(T):
+            S = S * gf[:, :, t, None, None].exp()
+            k_t = kf[:, :, t]
+            err = bf[:, :, t, None] * (vf[:, :, t] - torch.einsum("bhk,bhkv->bhv", k_t, S))
+            S = S + k_t[..., :, None] * err[..., None, :]
+            outs.append(torch.einsum("bhk,bhkv->bhv", qf[:, :, t], S))
     return torch.stack(outs, dim=2).movedim(1, 2).to(q.dtype), S
 
 
@@ -82,19 +80,11 @@ def gated_delta_rule_chunkwise(
     loop_body: LoopBody = gated_loop_body,
     params: object | None = None,
     init_carry: InitCarry = default_init_carry,
+    precision: str = "fp32",
 ) -> tuple[Tensor, Tensor]:
     """Chunkwise gated delta rule, any T (zero-padded; padding has g = 0, so no extra decay). Returns (o, S).
 
     G = within-chunk cumsum of g; A = strict_lower((K_β Kᵀ) ⊙ Γ); T = (I + A)⁻¹; U = T V_β; W = T (K_β ⊙ e^G).
+    ``precision`` as in :func:`deltanet.ops.delta_rule.delta_rule_chunkwise`.
     """
-    B, T, H, Dk, Dv = check_inputs(q, k, v, beta, g=g, initial_state=initial_state)
-    check_chunk_size(chunk_size)
-    scale = Dk**-0.5 if scale is None else scale
-    qc, kc, vc = to_chunks(q * scale, chunk_size), to_chunks(k, chunk_size), to_chunks(v, chunk_size)
-    bc, gc = to_chunks(beta, chunk_size), to_chunks(g, chunk_size).cumsum(-1)
-    w, u = wy_representation(kc, vc, bc, gc)
-    S0 = q.new_zeros(B, H, Dk, Dv, dtype=torch.float32)
-    if initial_state is not None:
-        S0 = S0 + initial_state.float()
-    o, S = run_chunk_loop(qc, kc, vc, bc, w, u, gc, S0, loop_body, params, init_carry, valid_length=T)
-    return from_heads_first(o, T, q.dtype), S
+    return chunkwise(q, k, v, beta, g, chunk_size, scale, initial_state, loop_body, params, init_carry, precision)

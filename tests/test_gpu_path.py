@@ -1,0 +1,114 @@
+"""The GPU job's code path, run on CPU: bf16 autocast around the model, the ops' own precision inside it.
+
+A full-scale job trains under ``torch.autocast(<device>, bfloat16)`` (``deltanet/training/loop.py``
+``precision_context``). These tests take that same path on CPU with ``torch.autocast("cpu", ...)``: every
+registered model (parametrised over the registry, so a new variant file is covered) for one full training step
+at the full scale's model shape; the baselines through the Triton kernels (interpreter; fp16 autocast, since bf16
+is broken in the interpreter); and one ``deltanet train`` job with ``optim.precision: bf16``.
+"""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from test_train import train, write_config
+
+from deltanet.model import LanguageModel, ModelConfig
+from deltanet.ops.common import forward_substitution, ut_transform
+from deltanet.ops.compare import rms_ratio
+from deltanet.training.loop import precision_context
+from deltanet.variants import variant_names
+
+REPO = Path(__file__).resolve().parents[1]
+FULL_MODEL = yaml.safe_load((REPO / "config.yaml").read_text())["scales"]["full"]["model"]
+VOCAB = 16
+
+
+def training_step(cfg: ModelConfig, amp: torch.dtype, seq_len: int, batch: int = 2) -> tuple[torch.Tensor, dict]:
+    """One forward (under CPU autocast), backward and AdamW step; returns (logits, {name: grad})."""
+    torch.manual_seed(0)
+    model = LanguageModel(cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    tokens = torch.randint(0, VOCAB, (batch, seq_len), generator=torch.Generator().manual_seed(1))
+    with precision_context("cpu", amp):
+        logits = model(tokens)
+    loss = F.cross_entropy(logits.float().reshape(-1, VOCAB), tokens.roll(-1, 1).reshape(-1))
+    loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer.step()
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters())), "the step changed nothing"
+    return logits, grads
+
+
+@pytest.mark.parametrize("variant", variant_names())
+def test_every_model_trains_a_step_under_bf16_autocast_at_full_shape(variant):
+    cfg = ModelConfig(vocab_size=VOCAB, variant=variant, kernels="naive", **FULL_MODEL)
+    seq_len = 2 * cfg.chunk_size + cfg.chunk_size // 2  # three chunks, the last one padded
+    logits, grads = training_step(cfg, torch.bfloat16, seq_len)
+    assert logits.dtype == torch.bfloat16  # the model around the mixer really ran under autocast
+    assert torch.isfinite(logits.float()).all()
+    missing = [n for n, g in grads.items() if g is None]
+    bad = [n for n, g in grads.items() if g is not None and not torch.isfinite(g).all()]
+    assert not missing and not bad, f"{variant}: no grad {missing}, non-finite grad {bad}"
+
+
+@pytest.mark.parametrize("variant", ["delta_net_4layer", "gated_delta_net_4layer"])
+def test_baselines_through_triton_kernels_under_autocast_match_the_naive_loop(variant):
+    """Same model, same autocast (fp16: the interpreter's bf16 is broken): kernels vs the naive loop.
+
+    Tolerance: the kernel check's fp16 tolerances (docs: README "Kernels"), RMS-ratio 0.006 on the logits and
+    0.008 on every parameter gradient.
+    """
+    shape = dict(dim=64, num_heads=2, head_dim=32, chunk_size=16)
+    naive = training_step(ModelConfig(vocab_size=VOCAB, variant=variant, kernels="naive", **shape), torch.float16, 40)
+    fused = training_step(ModelConfig(vocab_size=VOCAB, variant=variant, kernels="triton", **shape), torch.float16, 40)
+    assert fused[0].dtype == torch.float16
+    assert rms_ratio(naive[0].float(), fused[0].float()) < 0.006
+    for name, grad in naive[1].items():
+        assert rms_ratio(grad, fused[1][name]) < 0.008, name
+
+
+def test_ut_inverse_for_bf16_is_forward_substitution_and_matches_the_solve():
+    a = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(0)).tril(-1) * 0.1
+    exact = ut_transform(a)
+    assert torch.allclose(forward_substitution(a), exact, atol=1e-5)
+    assert ut_transform(a.bfloat16()).dtype == torch.bfloat16  # no solve_triangular kernel for bf16
+    assert rms_ratio(exact, ut_transform(a.bfloat16()).float()) < 0.02
+
+
+def test_loop_precision_fp32_ignores_autocast_and_autocast_follows_it():
+    """fp32: the loop's result under bf16 autocast equals the loop without autocast (to fp32 rounding of the mixer
+    inputs); autocast: the loop's matmuls run in bf16, so it differs, but stays within bf16 error."""
+    cfg = ModelConfig(vocab_size=VOCAB, **FULL_MODEL)
+    q, k, v = (F.normalize(torch.randn(2, 96, 4, 32, generator=torch.Generator().manual_seed(i)), dim=-1)
+               for i in range(3))  # fmt: skip
+    beta = torch.rand(2, 96, 4, generator=torch.Generator().manual_seed(3))
+    from deltanet.ops.delta_rule import delta_rule_chunkwise
+
+    plain, _ = delta_rule_chunkwise(q, k, v, beta, chunk_size=cfg.chunk_size)
+    with precision_context("cpu", torch.bfloat16):
+        fp32, _ = delta_rule_chunkwise(q, k, v, beta, chunk_size=cfg.chunk_size, precision="fp32")
+        mixed, _ = delta_rule_chunkwise(q, k, v, beta, chunk_size=cfg.chunk_size, precision="autocast")
+    assert torch.equal(plain, fp32)
+    assert 1e-4 < rms_ratio(plain, mixed) < 0.05
+
+
+def test_train_job_on_the_gpu_precision_path(tmp_path, monkeypatch):
+    """``deltanet train`` with ``optim.precision: bf16`` on CPU: trains, checkpoints, is killed, resumes, restores
+    the best epoch; rows are finite and the resumed job equals an uninterrupted one."""
+    config = write_config(tmp_path, precision="bf16")
+    whole = tmp_path / "whole.parquet"
+    assert train(config, whole) == 0
+    killed = tmp_path / "killed.parquet"
+    monkeypatch.setenv("DELTANET_STOP_AFTER_EPOCHS", "4")
+    assert train(config, killed) == 3
+    monkeypatch.delenv("DELTANET_STOP_AFTER_EPOCHS")
+    assert train(config, killed) == 0
+    a, b = pd.read_parquet(whole), pd.read_parquet(killed)
+    metrics = ["test_acc", "test_ppl", "test_loss", "train_acc", "train_loss", "best_epoch", "epochs_run"]
+    assert a[metrics].notna().all().all() and (a["stop_reason"] != "diverged").all()
+    pd.testing.assert_frame_equal(a[metrics], b[metrics])
