@@ -146,6 +146,19 @@ def test_kernel_rejects_bad_arguments():
             chunk_delta_rule(**bf)
 
 
+@pytest.mark.parametrize("gated", [False, True], ids=["delta", "gated"])
+def test_value_heads_wider_than_one_launch_run_in_blocks(gated, monkeypatch):
+    """fla's Gated DeltaNet has 512-wide value heads; the kernels take 256 per launch and run wider ones in blocks
+    (here: blocks of 16 for Dv = 40, so three blocks, the last one partial)."""
+    import deltanet.ops.common_kernels as kernels
+
+    monkeypatch.setattr(kernels, "MAX_HEAD_DIM", 16)
+    inputs = make_inputs(1, 37, 2, 16, 40, gated, torch.float32, h0=True)
+    naive, kernel = (gated_delta_rule_chunkwise, chunk_gated_delta_rule) if gated else (
+        delta_rule_chunkwise, chunk_delta_rule)  # fmt: skip
+    compare(fwd_bwd(naive, inputs, chunk_size=16), fwd_bwd(kernel, inputs, chunk_size=16), torch.float32, gated)
+
+
 @pytest.mark.skipif(IN_PROCESS, reason="the kernel tests run in this process")
 def test_kernel_suite_in_subprocess():
     env = {**os.environ, "TRITON_INTERPRET": "1"}

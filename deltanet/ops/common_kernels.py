@@ -42,6 +42,7 @@ from torch import Tensor
 FAULT_ENV = "DELTANET_KERNEL_FAULT"
 FAULTS = ("drop_state_update",)
 CHUNK_SIZES = (16, 32, 64)
+MAX_HEAD_DIM = 256  # per kernel launch; wider value heads run in blocks (see chunk_rule)
 
 
 def interpreting() -> bool:
@@ -531,8 +532,8 @@ def chunk_rule(q, k, v, g, beta, chunk_size, scale, initial_state) -> tuple[Tens
     B, T, H, DK, DV = check_inputs(q, k, v, beta, g=g, initial_state=initial_state)
     if chunk_size not in CHUNK_SIZES:
         raise ValueError(f"chunk_size must be one of {CHUNK_SIZES} for the Triton kernels, got {chunk_size!r}")
-    if max(DK, DV) > 256:
-        raise ValueError(f"head dims above 256 are not supported by the Triton kernels (Dk={DK}, Dv={DV})")
+    if DK > MAX_HEAD_DIM:
+        raise ValueError(f"key head dims above {MAX_HEAD_DIM} are not supported by the Triton kernels (Dk={DK})")
     if q.device.type != "cuda" and not INTERPRETED:
         raise RuntimeError(
             "the Triton kernels need a CUDA device; on CPU set TRITON_INTERPRET=1 before deltanet.ops.common_kernels "
@@ -542,5 +543,12 @@ def chunk_rule(q, k, v, g, beta, chunk_size, scale, initial_state) -> tuple[Tens
     if q.dtype == torch.bfloat16 and INTERPRETED:
         raise RuntimeError("bf16 is broken in the Triton interpreter (spec §5.4); use fp32/fp16 on CPU")
     scale = DK**-0.5 if scale is None else float(scale)
+    if DV > MAX_HEAD_DIM:
+        # value columns are independent (column j of S and o depends on column j of v only), so wide value heads
+        # (fla's Gated DeltaNet: 512) run as blocks of MAX_HEAD_DIM; autograd sums the blocks' dq, dk, dβ, dg
+        blocks = torch.arange(DV, device=v.device).split(MAX_HEAD_DIM)
+        parts = [chunk_rule(q, k, v[..., cols], g, beta, chunk_size, scale,
+                            None if initial_state is None else initial_state[..., cols]) for cols in blocks]  # fmt: skip
+        return torch.cat([o for o, _ in parts], dim=-1), torch.cat([s for _, s in parts], dim=-1)
     drop = _fault() == "drop_state_update"
     return ChunkDeltaRuleFunction.apply(q, k, v, g, beta, scale, initial_state, chunk_size, drop)
