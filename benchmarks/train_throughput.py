@@ -1,17 +1,19 @@
 """Training throughput per variant at full-scale shapes: tokens/s of one AdamW step, and the ratio to the baseline.
 
     PYTHONPATH=. python benchmarks/train_throughput.py [--config config.yaml] [--scale full] [--seq-len 128]
-        [--vocab-size 16] [--steps 5] [--warmup 2] [--device auto|cpu|cuda] [--variants a,b,...]
+        [--vocab-size 16] [--steps 5] [--warmup 2] [--device auto|cpu|cuda] [--variants a,b,...] [--json PATH]
 
 Model shapes and batch size come from the scale (default ``full``: d=128, 4 heads × 32, chunk 64, batch 128);
 sequences are uniform random tokens (throughput does not depend on the data). One step = forward, next-token
-cross-entropy, backward, AdamW step; bf16 autocast on CUDA as in training. The table is printed as markdown.
+cross-entropy, backward, AdamW step, under the precision a job uses (``optim.precision``: bf16 autocast on CUDA).
+The table is printed as markdown; ``--json`` also writes {variant: {"tokens_per_second", "ratio"}}.
 On 2 CPU cores one step at these shapes takes about a second, so use ``--steps 2 --warmup 1`` there.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -24,23 +26,23 @@ import torch.nn.functional as F  # noqa: E402
 
 from deltanet.config import load_config  # noqa: E402
 from deltanet.model import ModelConfig, build_model  # noqa: E402
+from deltanet.training.loop import autocast_dtype, precision_context  # noqa: E402
 from deltanet.variants import variant_names  # noqa: E402
 
 BASELINE = "delta_net_4layer"
 
 
 def step_tokens_per_second(variant: str, model_kwargs: dict, batch: int, seq: int, vocab: int, steps: int,
-                           warmup: int, device: torch.device) -> float:  # fmt: skip
+                           warmup: int, device: torch.device, precision: str = "auto") -> float:  # fmt: skip
     torch.manual_seed(0)
     model = build_model(ModelConfig(vocab_size=vocab, variant=variant, **model_kwargs, max_length=seq)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     tokens = torch.randint(0, vocab, (batch, seq + 1), device=device)
     x, y = tokens[:, :-1], tokens[:, 1:]
-    cuda = device.type == "cuda"
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
+    amp = autocast_dtype(precision, device)
 
     def step():
-        with amp:
+        with precision_context(device.type, amp):
             logits = model(x)
         loss = F.cross_entropy(logits.float().reshape(-1, vocab), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
@@ -69,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--variants", help="comma-separated names (default: every registered variant)")
+    p.add_argument("--json", help="also write the figures as JSON to this path")
     args = p.parse_args(argv)
 
     scale = load_config(args.config)["scales"][args.scale]
@@ -86,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     for variant in names:
         try:
             rows[variant] = step_tokens_per_second(variant, scale["model"], batch, args.seq_len, args.vocab_size,
-                                                   args.steps, args.warmup, device)  # fmt: skip
+                                                   args.steps, args.warmup, device,
+                                                   scale["optim"].get("precision", "auto"))  # fmt: skip
         except Exception as err:  # one broken variant should not hide the others' numbers
             rows[variant] = float("nan")
             print(f"{variant}: failed ({type(err).__name__}: {err})", file=sys.stderr)
@@ -95,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| variant | tokens/s | ratio to {BASELINE} |\n|---|---:|---:|")
     for variant, tps in rows.items():
         print(f"| {variant} | {tps:,.0f} | {tps / base:.2f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({v: {"tokens_per_second": t, "ratio": t / base} for v, t in rows.items()}, f, indent=1)
     return 0
 
 

@@ -34,7 +34,7 @@ def load_config(path: str | Path) -> dict:
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
     validate_config(config, source=str(path))
-    return config
+    return resolve_profiles(config)
 
 
 def validate_config(config: object, source: str = "config") -> None:
@@ -59,12 +59,25 @@ def validate_config(config: object, source: str = "config") -> None:
                 raise ConfigError(f"{source}: key '{key}' has unknown names {unknown}; allowed: all, {', '.join(known)}")
     from deltanet.tasks import task_settings
 
+    profiles = config.get("fidelity_profiles", {})
     for name, scale_def in config["scales"].items():
+        profile = scale_def.get("profile")
+        if profile is not None and profile not in profiles:
+            raise ConfigError(f"{source}: key 'scales.{name}.profile' is {profile!r}; allowed: "
+                              f"{', '.join(profiles) or '(none: fidelity_profiles is empty)'}")  # fmt: skip
         for task, overrides in scale_def["task_overrides"].items():
             try:
                 task_settings(task, scale_def["grid"], overrides)
             except ValueError as err:
                 raise ConfigError(f"{source}: key 'scales.{name}.task_overrides.{task}': {err}") from err
+
+
+def resolve_profiles(config: dict) -> dict:
+    """Each scale's ``model`` = its fidelity profile's choices overridden by its own keys (in place; idempotent)."""
+    for scale_def in config["scales"].values():
+        profile = config.get("fidelity_profiles", {}).get(scale_def.get("profile"), {})
+        scale_def["model"] = {**profile, **scale_def["model"]}
+    return config
 
 
 def nvidia_gpu_visible() -> bool:

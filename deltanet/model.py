@@ -27,35 +27,56 @@ from deltanet.variants import Variant, get_variant
 LAYER_KINDS = ("mixer", "swiglu")
 
 
+INITS = ("normal", "mad_head")
+LAYER_SHAPE_KEYS = ("num_heads", "head_dim", "expand_v")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
+    """The model's shape and the fidelity choices of docs/fidelity.md (config.yaml ``fidelity_profiles``)."""
+
     vocab_size: int
     variant: str = "delta_net_4layer"
     dim: int = 128  # MAD default width
-    num_heads: int = 4  # 4 heads × 32 = 128: iso-state between DeltaNet and Gated DeltaNet (see README)
+    num_heads: int = 4  # the DeltaNet mixer: 4 heads × 32 = 128 (fla DeltaNet defaults at width 128)
     head_dim: int = 32
+    expand_v: int = 1  # value head dim = head_dim · expand_v
+    # the Gated DeltaNet mixer's {num_heads, head_dim, expand_v}; None = the DeltaNet shape (equal state size)
+    gated: dict | None = None
     chunk_size: int = 64
     layers: tuple[str, ...] = ("mixer", "swiglu", "mixer", "swiglu")
     conv_size: int = 4
     norm_eps: float = 1e-5
-    init_std: float = 0.02  # paper-time MAD init of Linear weights and embeddings (mad-benchmark.md, caveat 2)
+    # normal: Linear weights and embeddings N(0, init_std) (MAD at paper time); mad_head: Linear weights keep
+    # PyTorch's default init, embeddings N(0, init_std) (mad-lab since 756b19f); biases zero in both
+    init: str = "normal"
+    init_std: float = 0.02
+    head_bias: bool = False  # mad-lab's unembedding Linear has a (zero-initialised) bias
     max_length: int = 128  # AutoEncoder output length (the task's seq_len)
     kernels: str = "naive"  # auto | triton | naive (deltanet/ops/dispatch.py); Triton only for USES_KERNEL variants
     loop_precision: str = "fp32"  # fp32 | autocast: the naive chunk loop under autocast (deltanet/ops/common.py)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "dim", "num_heads", "head_dim", "chunk_size", "conv_size", "max_length"):
+        for name in ("vocab_size", "dim", "num_heads", "head_dim", "expand_v", "chunk_size", "conv_size", "max_length"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"ModelConfig.{name} must be a positive int, got {value!r}")
-        if self.kernels not in BACKENDS:
-            raise ValueError(f"ModelConfig.kernels must be one of {BACKENDS}, got {self.kernels!r}")
-        if self.loop_precision not in LOOP_PRECISIONS:
-            raise ValueError(f"ModelConfig.loop_precision must be one of {LOOP_PRECISIONS}, got {self.loop_precision!r}")
+        if self.gated is not None and (set(self.gated) != set(LAYER_SHAPE_KEYS) or not all(
+                isinstance(v, int) and v > 0 for v in self.gated.values())):  # fmt: skip
+            raise ValueError(f"ModelConfig.gated must map {LAYER_SHAPE_KEYS} to positive ints, got {self.gated!r}")
+        for name, allowed in (("kernels", BACKENDS), ("loop_precision", LOOP_PRECISIONS), ("init", INITS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"ModelConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         bad = [kind for kind in self.layers if kind not in LAYER_KINDS]
         if bad:
             raise ValueError(f"ModelConfig.layers has unknown kinds {bad}; allowed: {LAYER_KINDS}")
+
+    def layer_shape(self, mixer: str) -> tuple[int, int, int]:
+        """(heads, key head dim, value head dim) of the ``mixer`` layer."""
+        shape = self.gated if mixer == "gated" and self.gated is not None else {
+            "num_heads": self.num_heads, "head_dim": self.head_dim, "expand_v": self.expand_v}  # fmt: skip
+        return shape["num_heads"], shape["head_dim"], shape["head_dim"] * shape["expand_v"]
 
 
 class ShortConv(nn.Module):
@@ -75,29 +96,31 @@ class DeltaNetMixer(nn.Module):
     def __init__(self, cfg: ModelConfig, variant: Variant):
         super().__init__()
         self.cfg, self.variant = cfg, variant
-        H, Dh, d = cfg.num_heads, cfg.head_dim, cfg.dim
-        inner = H * Dh
-        self.q_proj, self.k_proj, self.v_proj = (nn.Linear(d, inner, bias=False) for _ in range(3))
+        self.shape = H, Dk, Dv = cfg.layer_shape(variant.mixer)
+        d = cfg.dim
+        self.q_proj, self.k_proj = (nn.Linear(d, H * Dk, bias=False) for _ in range(2))
+        self.v_proj = nn.Linear(d, H * Dv, bias=False)
         self.b_proj = nn.Linear(d, H, bias=False)
-        self.q_conv, self.k_conv, self.v_conv = (ShortConv(inner, cfg.conv_size) for _ in range(3))
-        self.o_norm = nn.RMSNorm(Dh, eps=cfg.norm_eps)
-        self.o_proj = nn.Linear(inner, d, bias=False)
+        self.q_conv, self.k_conv = (ShortConv(H * Dk, cfg.conv_size) for _ in range(2))
+        self.v_conv = ShortConv(H * Dv, cfg.conv_size)
+        self.o_norm = nn.RMSNorm(Dv, eps=cfg.norm_eps)
+        self.o_proj = nn.Linear(H * Dv, d, bias=False)
         self.gated = variant.mixer == "gated"
         if self.gated:
             self.a_proj = nn.Linear(d, H, bias=False)
-            self.g_proj = nn.Linear(d, inner, bias=False)
+            self.g_proj = nn.Linear(d, H * Dv, bias=False)
             # Mamba-2 decay init (fla gated_deltanet.py): A ~ U(0, 16); dt log-uniform in [1e-3, 0.1], floor 1e-4.
             self.A_log = nn.Parameter(torch.log(torch.empty(H).uniform_(0, 16)))
             dt = torch.exp(torch.rand(H) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)).clamp(min=1e-4)
             self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus⁻¹(dt)
-        self.loop_params = variant.make_params(H, Dh, Dh) if variant.make_params else None
+        self.loop_params = variant.make_params(H, Dk, Dv) if variant.make_params else None
 
     def forward(self, x: Tensor) -> Tensor:
         B, T, _ = x.shape
-        H, Dh = self.cfg.num_heads, self.cfg.head_dim
-        q = F.normalize(self.q_conv(self.q_proj(x)).view(B, T, H, Dh), dim=-1)
-        k = F.normalize(self.k_conv(self.k_proj(x)).view(B, T, H, Dh), dim=-1)
-        v = self.v_conv(self.v_proj(x)).view(B, T, H, Dh)
+        H, Dk, Dv = self.shape
+        q = F.normalize(self.q_conv(self.q_proj(x)).view(B, T, H, Dk), dim=-1)
+        k = F.normalize(self.k_conv(self.k_proj(x)).view(B, T, H, Dk), dim=-1)
+        v = self.v_conv(self.v_proj(x)).view(B, T, H, Dv)
         beta = torch.sigmoid(self.b_proj(x))
         # naive op with the variant's loop, or the Triton kernel when the variant declares USES_KERNEL
         loop = dict(
@@ -107,11 +130,11 @@ class DeltaNetMixer(nn.Module):
         if self.gated:
             g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)
             o, _ = gated_delta_rule(q, k, v, g, beta, **loop)
-            o = self.o_norm(o) * F.silu(self.g_proj(x).view(B, T, H, Dh))
+            o = self.o_norm(o) * F.silu(self.g_proj(x).view(B, T, H, Dv))
         else:
             o, _ = delta_rule(q, k, v, beta, **loop)
             o = self.o_norm(o)
-        return self.o_proj(o.reshape(B, T, H * Dh).to(x.dtype))
+        return self.o_proj(o.reshape(B, T, H * Dv).to(x.dtype))
 
 
 class SwiGLU(nn.Module):
@@ -155,11 +178,12 @@ class Backbone(nn.Module):
         return x
 
 
-def init_weights(model: nn.Module, std: float) -> None:
-    """MAD init: Linear weights and embeddings N(0, std), biases zero; norms, convs and decay params keep theirs."""
+def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
+    """MAD init: embeddings N(0, init_std); Linear weights N(0, init_std) (``normal``) or PyTorch's default
+    (``mad_head``); Linear biases zero; norms, convs and decay params keep theirs."""
     for module in model.modules():
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=std)
+        if isinstance(module, nn.Embedding) or (isinstance(module, nn.Linear) and cfg.init == "normal"):
+            nn.init.normal_(module.weight, std=cfg.init_std)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
@@ -172,8 +196,8 @@ class LanguageModel(nn.Module):
         self.cfg = cfg
         self.backbone = Backbone(cfg)
         self.norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
-        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
-        init_weights(self, cfg.init_std)
+        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=cfg.head_bias)
+        init_weights(self, cfg)
 
     def forward(self, tokens: Tensor) -> Tensor:
         return self.head(self.norm(self.backbone(tokens)))
@@ -202,7 +226,7 @@ class AutoEncoder(nn.Module):
             nn.RMSNorm(d, eps=cfg.norm_eps), nn.Linear(d, d), nn.GELU(),
             nn.RMSNorm(d, eps=cfg.norm_eps), nn.Linear(d, cfg.vocab_size),
         )  # fmt: skip
-        init_weights(self, cfg.init_std)
+        init_weights(self, cfg)
 
     def forward(self, tokens: Tensor) -> Tensor:
         pooled = self.encoder(tokens)[:, -1:, :]  # [B, 1, d]

@@ -15,7 +15,13 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.settings.types import DeploymentMethod
 
-from deltanet.config import ConfigError, resolve_scale, selected, validate_config
+from deltanet.config import (
+    ConfigError,
+    resolve_profiles,
+    resolve_scale,
+    selected,
+    validate_config,
+)
 from deltanet.io import write_text_atomic
 from deltanet.tasks import TASK_IDS, task_settings
 from deltanet.variants import get_variant, variant_names
@@ -26,11 +32,13 @@ EFFECTIVE_CONFIG = "results/effective-config.yaml"
 
 
 def check_config(config):
-    """The CLI's checks (schema, then registered names), raised as a WorkflowError before any job is built."""
+    """The CLI's checks (schema, then registered names), raised as a WorkflowError before any job is built; then
+    each scale's model resolved against its fidelity profile (so a profile edit reruns the jobs it changes)."""
     try:
         validate_config(config, source="config")
     except ConfigError as err:
         raise WorkflowError(str(err)) from None
+    resolve_profiles(config)
 
 
 def resolve_and_announce_scale(config):

@@ -1,0 +1,108 @@
+"""Packing headroom: aggregate training throughput of N concurrent training processes on one device.
+
+    PYTHONPATH=. python benchmarks/packing.py [--procs 1 4 8] [--seconds 20] [--config config.yaml] [--scale full]
+        [--task context_recall] [--device auto|cpu|cuda] [--json PATH]
+
+Each process trains the baseline model on random batches at the task's baseline setting of the scale (its batch
+size, sequence length, vocabulary and precision), warms up, then counts steps in the same ``--seconds`` window
+as the others. Aggregate steps/s for N processes ÷ steps/s for 1 = how much packing jobs onto one GPU gains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def worker(args) -> None:
+    """Train steps until ``start_at + seconds``; print the steps done inside the window."""
+    import torch
+    import torch.nn.functional as F
+
+    from deltanet.config import load_config
+    from deltanet.model import ModelConfig, build_model
+    from deltanet.tasks import task_settings
+    from deltanet.training.loop import autocast_dtype, precision_context
+
+    config = load_config(args.config)
+    scale = config["scales"][args.scale]
+    fields = task_settings(args.task, "baseline", scale["task_overrides"].get(args.task, {}))[0].fields
+    device = torch.device(args.device)
+    vocab, seq, batch = int(fields["vocab_size"]), int(fields["seq_len"]), scale["optim"]["batch_size"]
+    model = build_model(ModelConfig(vocab_size=vocab, **scale["model"], kernels=config["kernels"])).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    amp = autocast_dtype(scale["optim"].get("precision", "auto"), device)
+    x = torch.randint(0, vocab, (batch, seq), device=device)
+
+    def step():
+        with precision_context(device.type, amp):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float().reshape(-1, vocab), x.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    step()  # warm-up (compilation)
+    while time.time() < args.start_at:
+        step()
+    steps = 0
+    while time.time() < args.start_at + args.seconds:
+        step()
+        steps += 1
+    print(steps)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--procs", nargs="+", type=int, default=[1, 4, 8])
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--warmup", type=float, default=20.0, help="seconds allowed for start-up before the window")
+    p.add_argument("--config", default=os.path.join(REPO, "config.yaml"))
+    p.add_argument("--scale", default="full")
+    p.add_argument("--task", default="context_recall")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--json", help="also write the figures as JSON to this path")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.device == "auto":
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.worker:
+        worker(args)
+        return 0
+    rows = []
+    for n in args.procs:
+        start_at = time.time() + args.warmup
+        cmd = [sys.executable, __file__, "--worker", "--start-at", str(start_at), "--seconds", str(args.seconds),
+               "--config", args.config, "--scale", args.scale, "--task", args.task, "--device", args.device]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(n)]
+        steps = [int(proc.communicate()[0].split()[-1]) for proc in procs]
+        if any(proc.returncode for proc in procs):
+            raise RuntimeError(f"a worker failed with {n} processes")
+        rows.append({"procs": n, "steps_per_second": sum(steps) / args.seconds})
+        print(f"  {n} processes: {rows[-1]['steps_per_second']:.2f} steps/s", file=sys.stderr, flush=True)
+    one = rows[0]["steps_per_second"]
+    print("| processes | aggregate steps/s | × one process |\n|---:|---:|---:|")
+    for row in rows:
+        row["gain"] = row["steps_per_second"] / one if one else float("nan")
+        print(f"| {row['procs']} | {row['steps_per_second']:.2f} | {row['gain']:.2f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Seconds per epoch of one full-scale run per task, extrapolated to the whole protocol in GPU-hours.
+
+    PYTHONPATH=. python benchmarks/protocol_cost.py [--config config.yaml] [--scale full] [--epochs 3]
+        [--device auto|cpu|cuda] [--steps-per-epoch N] [--throughput throughput.json] [--json PATH]
+
+Per task: the baseline model on the task's baseline setting of the scale, trained ``--epochs`` epochs through the
+job's training loop (its precision, batch size, evaluation each epoch); the first epoch (compilation, warm-up) is
+dropped when there are more. ``--steps-per-epoch N`` (a quick look on a CPU) trains and evaluates N batches per
+epoch and scales the time up to the full epoch's batches. Extrapolation, an upper bound (early stopping ignored):
+
+    GPU-hours = Σ_models Σ_settings  runs_per_setting · max_epochs · t_epoch(task) · tokens(setting) / tokens(baseline)
+                                     / ratio(model) / 3600
+
+with tokens = (train + test examples) · seq_len, runs_per_setting = |lrs| · |weight decays| · |seeds|, and
+ratio(model) the model's step throughput relative to ``delta_net_4layer`` (``benchmarks/train_throughput.py
+--json``; 1 for every model when not given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import torch  # noqa: E402
+
+from deltanet.config import load_config  # noqa: E402
+from deltanet.tasks import TASK_IDS, get_task, make_datasets, task_settings  # noqa: E402
+from deltanet.training.loop import RunPlan, TensorData, train_run  # noqa: E402
+from deltanet.variants import variant_names  # noqa: E402
+
+BASELINE = "delta_net_4layer"
+
+
+def tokens(setting) -> int:
+    f = setting.fields
+    return (f["num_train_examples"] + f["num_test_examples"]) * f["seq_len"]
+
+
+def epoch_seconds(config: dict, scale: str, task: str, epochs: int, device: torch.device,
+                  steps: int | None = None) -> float:  # fmt: skip
+    """Mean wall seconds of an epoch (training + evaluation) of the baseline on the task's baseline setting."""
+    scale_cfg = config["scales"][scale]
+    setting = task_settings(task, "baseline", scale_cfg["task_overrides"].get(task, {}))[0]
+    batch = scale_cfg["optim"]["batch_size"]
+    full_batches = sum(-(-setting.fields[f"num_{part}_examples"] // batch) for part in ("train", "test"))
+    caps = {} if steps is None else {"max_steps_per_epoch": steps, "max_eval_batches": steps}
+    data = TensorData.from_datasets(make_datasets(setting), device)
+    stamps = [time.perf_counter()]
+    plan = RunPlan(
+        index=1, total=1, label=setting.id, vocab_size=int(setting.fields["vocab_size"]),
+        lr=float(scale_cfg["optim"]["lrs"][0]), weight_decay=0.0, seed=int(config["seeds"][0]),
+        model_kwargs={**scale_cfg["model"], "variant": BASELINE, "kernels": config["kernels"]},
+        autoencoder=get_task(task).autoencoder,
+        optim={**scale_cfg["optim"], "max_epochs": epochs, "stop_accuracy": 1.1, **caps}, device=device,
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        train_run(plan, data, Path(tmp) / "run.pt", lambda *_: stamps.append(time.perf_counter()))
+    durations = [b - a for a, b in zip(stamps, stamps[1:])]
+    seconds = sum(durations[1:]) / (len(durations) - 1) if len(durations) > 1 else durations[0]
+    return seconds if steps is None else seconds * full_batches / (2 * steps)
+
+
+def protocol_gpu_hours(config: dict, scale: str, per_task: dict[str, float], ratios: dict[str, float]) -> dict:
+    scale_cfg = config["scales"][scale]
+    optim = scale_cfg["optim"]
+    runs_per_setting = len(optim["lrs"]) * len(optim["weight_decays"]) * len(config["seeds"])
+    per_model_seconds = 0.0  # the baseline model over every setting
+    n_runs = 0
+    for task, t_epoch in per_task.items():
+        overrides = scale_cfg["task_overrides"].get(task, {})
+        base = tokens(task_settings(task, "baseline", overrides)[0])
+        for setting in task_settings(task, scale_cfg["grid"], overrides):
+            per_model_seconds += runs_per_setting * optim["max_epochs"] * t_epoch * tokens(setting) / base
+            n_runs += runs_per_setting
+    models = variant_names()
+    hours = sum(per_model_seconds / ratios.get(m, 1.0) for m in models) / 3600
+    return {"models": len(models), "runs_per_model": n_runs, "gpu_hours_upper_bound": hours,
+            "baseline_model_hours": per_model_seconds / 3600}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=os.path.join(REPO, "config.yaml"))
+    p.add_argument("--scale", default="full")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--tasks", help="comma-separated subset (default: every task)")
+    p.add_argument("--steps-per-epoch", type=int, help="time this many batches per epoch and scale up")
+    p.add_argument("--throughput", help="JSON of benchmarks/train_throughput.py --json (per-model ratios)")
+    p.add_argument("--json", help="also write the figures as JSON to this path")
+    args = p.parse_args(argv)
+    config = load_config(args.config)
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+                          else "cpu")  # fmt: skip
+    torch.set_float32_matmul_precision("high")
+    ratios = {}
+    if args.throughput:
+        ratios = {m: v["ratio"] for m, v in json.loads(Path(args.throughput).read_text()).items() if v["ratio"] > 0}
+    per_task = {}
+    for task in args.tasks.split(",") if args.tasks else TASK_IDS:
+        per_task[task] = epoch_seconds(config, args.scale, task, args.epochs, device, args.steps_per_epoch)
+        print(f"  {task}: {per_task[task]:.2f} s/epoch", file=sys.stderr, flush=True)
+    total = protocol_gpu_hours(config, args.scale, per_task, ratios)
+    print(f"| task | s/epoch (baseline setting, {BASELINE}) |\n|---|---:|")
+    for task, seconds in per_task.items():
+        print(f"| {task} | {seconds:.2f} |")
+    print(f"\nWhole protocol, scale {args.scale} ({total['models']} models × {total['runs_per_model']} runs, "
+          f"every run to max_epochs): {total['gpu_hours_upper_bound']:.1f} GPU-hours (upper bound)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"seconds_per_epoch": per_task, **total}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""``deltanet smoke``: every setting of a scale at its real shapes, one short run each — a preflight for the full scale.
+
+    deltanet smoke --out-dir results/smoke [--config config.yaml] [--scale smoke] [--device auto|cpu|cuda]
+        [--batch-size N] [--precision auto|bf16|fp32] [--variants a,b] [--tasks x,y]
+
+The ``smoke`` scale of ``config.yaml`` keeps the full scale's grid (the 66 MAD settings), model and optimiser, and
+trains one epoch of ``optim.max_steps_per_epoch`` batches with evaluations capped at ``optim.max_eval_batches``.
+It runs both baselines on every setting of every task, and every other variant on the largest setting of each task
+(longest sequence, then largest vocabulary), through the training loop a job uses (autocast, evaluation,
+checkpoint, best-epoch restore). Each (model, setting) gets one row: finite or not, peak memory, seconds — in
+``<out-dir>/smoke.parquet`` and ``smoke.md``. A run that raises (e.g. out of memory) is recorded and the rest go
+on; the exit status is 1 when any run failed or was not finite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BASELINES = ("delta_net_4layer", "gated_delta_net_4layer")
+
+
+def largest(settings: list) -> object:
+    """The setting with the longest sequence, ties broken by the largest vocabulary (the most memory per row)."""
+    return max(settings, key=lambda s: (s.fields["seq_len"], s.fields["vocab_size"]))
+
+
+def plan_runs(scale_cfg: dict, variants: list[str], tasks: list[str]) -> list[tuple[str, str, object]]:
+    """(variant, task, setting) for every run of the smoke check, baselines first."""
+    from deltanet.tasks import task_settings
+
+    runs = []
+    for task in tasks:
+        settings = task_settings(task, scale_cfg["grid"], scale_cfg["task_overrides"].get(task, {}))
+        runs += [(v, task, s) for v in variants if v in BASELINES for s in settings]
+        runs += [(v, task, largest(settings)) for v in variants if v not in BASELINES]
+    return runs
+
+
+def smoke(config: dict, scale: str, device, variants: list[str], tasks: list[str], cache_dir: Path | None = None,
+          log=print) -> list[dict]:  # fmt: skip
+    """Run the smoke check; one result row per (variant, task, setting)."""
+    import numpy as np
+    import torch
+
+    from deltanet.tasks import get_task, make_datasets
+    from deltanet.training.loop import RunPlan, TensorData, train_run
+
+    scale_cfg = config["scales"][scale]
+    optim = scale_cfg["optim"]
+    model_kwargs = {**scale_cfg["model"], "kernels": config["kernels"]}
+    runs = plan_runs(scale_cfg, variants, tasks)
+    rows, data_cache = [], {}
+    with tempfile.TemporaryDirectory(prefix="deltanet-smoke-") as tmp:
+        for index, (variant, task, setting) in enumerate(runs, start=1):
+            key = (task, setting.id)
+            if key not in data_cache:
+                data_cache.clear()  # one setting's tensors at a time
+                data_cache[key] = TensorData.from_datasets(make_datasets(setting, cache_dir=cache_dir), device)
+            plan = RunPlan(
+                index=index, total=len(runs), label=setting.id, vocab_size=int(setting.fields["vocab_size"]),
+                lr=float(optim["lrs"][0]), weight_decay=float(optim["weight_decays"][0]), seed=int(config["seeds"][0]),
+                model_kwargs={**model_kwargs, "variant": variant}, autoencoder=get_task(task).autoencoder,
+                optim=optim, device=device,
+            )  # fmt: skip
+            started = time.perf_counter()
+            row = {"variant": variant, "task": task, "setting_id": str(setting.id),
+                   "seq_len": int(setting.fields["seq_len"]), "vocab_size": plan.vocab_size}  # fmt: skip
+            try:
+                result = train_run(plan, data_cache[key], Path(tmp) / f"run-{index}.pt", lambda *_: None)
+                losses = [result["test_loss"], result["train_loss"]]
+                row.update(ok=all(math.isfinite(x) for x in losses), error="",
+                           peak_memory_mb=result["peak_memory_mb"], test_loss=result["test_loss"])  # fmt: skip
+            except Exception as err:  # recorded per run (an OOM on one setting must not hide the others)
+                row.update(ok=False, error=f"{type(err).__name__}: {' '.join(str(err).split())[:300]}",
+                           peak_memory_mb=np.nan, test_loss=np.nan)  # fmt: skip
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            row["seconds"] = time.perf_counter() - started
+            rows.append(row)
+            status = "ok" if row["ok"] else f"FAILED {row['error'] or 'non-finite loss'}"
+            log(f"[{index}/{len(runs)}] {variant} × {task}/{setting.id}: {status}, peak {row['peak_memory_mb']:.0f} MB, "
+                f"{row['seconds']:.1f} s")  # fmt: skip
+    return rows
+
+
+def summary_markdown(df, scale: str, device: str) -> str:
+    """Peak memory and seconds per setting (worst over models), then every failure."""
+    worst = (df.groupby(["task", "setting_id"], sort=False)
+             .agg(models=("variant", "nunique"), ok=("ok", "all"), peak_memory_mb=("peak_memory_mb", "max"),
+                  seconds=("seconds", "max")).reset_index())  # fmt: skip
+    failed = df[~df["ok"]]
+    lines = [f"# Smoke check: scale `{scale}` on {device}", "",
+             f"{int(df['ok'].sum())}/{len(df)} runs finite; {worst['ok'].sum()}/{len(worst)} settings all ok.", "",
+             worst.to_markdown(index=False, floatfmt=".1f"), ""]  # fmt: skip
+    if len(failed):
+        lines += ["## Failed runs", ""] + [f"- {r.variant} × {r.task}/{r.setting_id}: {r.error or 'non-finite loss'}"
+                                           for r in failed.itertuples()]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="deltanet smoke", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out-dir", required=True, type=Path, help="where smoke.parquet and smoke.md go")
+    p.add_argument("--config", type=Path, default=Path("config.yaml"))
+    p.add_argument("--scale", default="smoke", help="scale under `scales` (default: smoke)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--batch-size", type=int, help="override optim.batch_size (smaller batches on a CPU)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="override optim.precision")
+    p.add_argument("--variants", help="comma-separated subset (default: every registered variant)")
+    p.add_argument("--tasks", help="comma-separated subset (default: every task)")
+    p.add_argument("--cache-dir", type=Path, help="dataset cache")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from deltanet.config import ConfigError, load_config
+    from deltanet.tasks import TASK_IDS
+    from deltanet.variants import variant_names
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        print(f"deltanet smoke: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    if args.scale not in config["scales"]:
+        print(f"deltanet smoke: error: unknown scale {args.scale!r}; scales: {', '.join(config['scales'])}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    chosen = {}
+    for key, value, known in (("variants", args.variants, variant_names()), ("tasks", args.tasks, list(TASK_IDS))):
+        names = known if value is None else value.split(",")
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            print(f"deltanet smoke: error: --{key} has unknown names {unknown}; known: {', '.join(known)}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        chosen[key] = names
+    optim = config["scales"][args.scale]["optim"]
+    if args.batch_size:
+        optim["batch_size"] = args.batch_size
+    if args.precision:
+        optim["precision"] = args.precision
+
+    import pandas as pd
+    import torch
+
+    from deltanet.io import atomic_path, write_text_atomic
+    from deltanet.training.provenance import device_name
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("deltanet smoke: error: --device cuda, but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+                          else "cpu")  # fmt: skip
+    rows = smoke(config, args.scale, device, chosen["variants"], chosen["tasks"], args.cache_dir)
+    df = pd.DataFrame(rows)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(args.out_dir / "smoke.parquet") as tmp:
+        df.to_parquet(tmp, index=False)
+    write_text_atomic(args.out_dir / "smoke.md", summary_markdown(df, args.scale, device_name(device)))
+    failed = int((~df["ok"]).sum())
+    print(f"deltanet smoke: {len(df) - failed}/{len(df)} runs ok; table in {args.out_dir / 'smoke.md'}")
+    return 1 if failed else 0

@@ -1,0 +1,74 @@
+"""The smoke scale: every full-scale setting at its real shapes (sequence lengths, vocabularies, model, chunking)
+through the training loop on the GPU precision path (bf16 autocast, here on CPU), with smaller batches."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+import deltanet.training.smoke as smoke_module
+from deltanet.tasks import TASK_IDS, task_settings
+from deltanet.training.smoke import BASELINES, main, smoke, summary_markdown
+from deltanet.variants import variant_names
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
+# only these may differ from the full scale: the smoke scale is the full one, cut short
+SMOKE_ONLY = {"max_epochs", "lrs", "weight_decays", "max_steps_per_epoch", "max_eval_batches"}
+
+
+def test_smoke_scale_is_the_full_scale_cut_short():
+    full, smoke_ = CONFIG["scales"]["full"], CONFIG["scales"]["smoke"]
+    assert smoke_["grid"] == full["grid"] and smoke_["model"] == full["model"] and smoke_["profile"] == full["profile"]
+    assert smoke_["task_overrides"] == full["task_overrides"]
+    changed = {k for k in set(full["optim"]) | set(smoke_["optim"]) if full["optim"].get(k) != smoke_["optim"].get(k)}
+    assert changed <= SMOKE_ONLY, changed
+    assert smoke_["optim"]["max_epochs"] == 1 and smoke_["optim"]["lrs"][0] in full["optim"]["lrs"]
+
+
+@pytest.mark.slow
+def test_every_setting_and_every_model_runs_at_real_shapes(tmp_path):
+    """Both baselines × all 66 settings, every other variant × each task's largest setting: finite, one step each."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["scales"]["smoke"]["optim"].update(batch_size=2, precision="bf16", max_steps_per_epoch=1)
+    df = pd.DataFrame(smoke(config, "smoke", torch.device("cpu"), variant_names(), list(TASK_IDS), tmp_path))
+    print(summary_markdown(df, "smoke", "cpu"))
+    settings = {t: task_settings(t, "mad", {}) for t in TASK_IDS}
+    assert sum(map(len, settings.values())) == 66
+    for baseline in BASELINES:
+        assert len(df[df["variant"] == baseline]) == 66
+    others = df[~df["variant"].isin(BASELINES)]
+    assert len(others) == 6 * (len(variant_names()) - 2)
+    largest = others.groupby("task")[["seq_len", "vocab_size"]].max()
+    assert largest.loc["selective_copy", "seq_len"] == 1024 and largest.loc["memorization", "vocab_size"] == 8192
+    failed = df[~df["ok"]]
+    assert failed.empty, failed[["variant", "task", "setting_id", "error"]].to_string()
+    assert (df["peak_memory_mb"] > 0).all()
+
+
+def test_smoke_command_writes_its_table_and_fails_on_a_failed_run(tmp_path, monkeypatch, capsys):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["scales"]["smoke"]["task_overrides"] = {"memorization": {"vocab_size": 32}}
+    config["scales"]["smoke"]["grid"] = "baseline"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    args = ["--out-dir", str(tmp_path / "out"), "--config", str(path), "--device", "cpu", "--batch-size", "2",
+            "--tasks", "memorization", "--variants", "delta_net_4layer,delta_net_4layer_rope_qk_in_for_loop"]
+    assert main(args) == 0
+    table = (tmp_path / "out" / "smoke.md").read_text()
+    assert "2/2 runs finite" in table and "memorization" in table
+
+    real = smoke_module.smoke
+
+    def broken_train_run(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr("deltanet.training.loop.train_run", broken_train_run)
+    assert smoke_module.smoke is real
+    assert main(args) == 1
+    table = (tmp_path / "out" / "smoke.md").read_text()
+    assert "0/2 runs finite" in table and "OutOfMemoryError: CUDA out of memory" in table
+    assert main([*args[:-1], "no_such_variant"]) == 2
+    assert "unknown names ['no_such_variant']" in capsys.readouterr().err
