@@ -33,7 +33,8 @@ EFFECTIVE_CONFIG = "results/effective-config.yaml"
 
 def check_config(config):
     """The CLI's checks (schema, then registered names), raised as a WorkflowError before any job is built; then
-    each scale's model resolved against its fidelity profile (so a profile edit reruns the jobs it changes)."""
+    each scale's model resolved against its fidelity profile (so a profile edit reruns the jobs it changes).
+    """
     try:
         validate_config(config, source="config")
     except ConfigError as err:
