@@ -87,8 +87,8 @@ def test_partial_grid_shows_missing_never_zero(built):
 def test_leaderboard_counts_missing_grid_tasks():
     long = score_runs(pd.DataFrame([make_run("x", "compression", 0, 1e-3, 0.0, 1, 0.4)]))
     board = analysis.leaderboard(wide_table(long), list(long["display_name"]))
-    assert board.loc[0, "missing tasks"] == 5 and board.loc[0, "rank"] == "—"
-    assert list(board.columns) == ["rank", "variant", "Average", *SCORE_COLUMNS, "missing tasks"]
+    assert board.loc[0, "unscored tasks"] == 5 and board.loc[0, "rank"] == "—"
+    assert list(board.columns) == ["rank", "variant", "Average", *SCORE_COLUMNS, "unscored tasks"]
 
 
 def test_delta_cells_colour_coded():
@@ -187,3 +187,26 @@ def test_provenance_dates_come_from_the_run_rows(tmp_path):
     table = dict(summary(runs, "tiny", []).itertuples(index=False))
     assert table["date"] == "2026-11-23 09:05 – 2026-11-23 11:40 UTC (runs finished)"
     assert table["total wall time"].startswith("0h 00m 03s")
+
+
+def test_diverged_runs_are_shown_as_diverged(tmp_path):
+    """Regression (issue 15 item 3): a cell whose runs all diverged (NaN loss) was reported as missing, and the
+    takeaways said that no variant collapsed."""
+    from test_aggregate import diverged_rows
+
+    soft = "delta_net_4layer_softmax_attention_in_for_loop"
+    rows = reference_like_rows(skip={(soft, "memorization")}) + diverged_rows(soft, "memorization")
+    rows = [r for r in rows if r["variant"] != "delta_net_4layer_adam_state_update_in_for_loop"]  # it collapses
+    runs_dir = write_runs_dir(tmp_path, rows)
+    assert report.main(["--runs-dir", str(runs_dir), "--out-dir", str(tmp_path), "--scale", "tiny"]) == 0
+    md = (tmp_path / "report.md").read_text()
+    board = md.split("## Leaderboard")[1].split("## Best variant")[0]
+    cells = [c.strip() for c in [ln for ln in board.splitlines() if soft in ln][0].strip("|").split("|")]
+    assert cells[3 + SCORE_COLUMNS.index("Memorize")] == "diverged (2/2 runs)"
+    takeaways = md.split("## Takeaways")[1].split("## Leaderboard")[0]
+    assert f"`{soft}` diverged on Memorize (2/2 runs, no finite score)." in takeaways
+    assert "No variant collapsed" not in md and "shown as missing" not in takeaways
+    deltas = md.split("## Deltas against the baselines")[1].split("## Variants that beat")[0]
+    assert "diverged (2/2 runs)" in deltas
+    html = (tmp_path / "report.html").read_text()
+    assert '<td class="note">diverged (2/2 runs)</td>' in html

@@ -23,8 +23,8 @@ BASELINES = (DELTA_BASELINE, GATED_BASELINE)
 MAD_BASELINE_VOCAB = {"compression": 16, "context_recall": 16, "fuzzy_recall": 16, "memorization": 256,
                       "noisy_recall": 32, "selective_copy": 16}  # fmt: skip
 # Collapse rule: a cell is "near chance" when its score is below CHANCE_FACTOR × chance (chance = mean over the
-# task's settings of 1 / vocab_size); a variant has collapsed when at least COLLAPSE_FRACTION of its scored tasks
-# are near chance.
+# task's settings of 1 / vocab_size) or when its runs diverged without a finite score; a variant has collapsed when
+# at least COLLAPSE_FRACTION of its judged tasks (scored or diverged) are near chance.
 CHANCE_FACTOR = 3.0
 COLLAPSE_FRACTION = 0.5
 
@@ -35,16 +35,16 @@ def task_columns(wide: pd.DataFrame) -> list[str]:
 
 
 def leaderboard(wide: pd.DataFrame, tasks: list[str] | None = None) -> pd.DataFrame:
-    """Variants by average (descending, missing averages last), with rank and the number of missing grid tasks.
+    """Variants by average (descending, missing averages last), with rank and the number of unscored grid tasks.
 
     ``tasks``: the grid's task display names (default: the six MAD tasks).
     """
     cols = [c for c in SCORE_COLUMNS if c in (tasks or SCORE_COLUMNS)]
     board = wide.copy()
-    board["missing tasks"] = board[cols].isna().sum(axis=1) if cols else 0
+    board["unscored tasks"] = board[cols].isna().sum(axis=1) if cols else 0
     board = board.sort_values(["Average", "variant"], ascending=[False, True], na_position="last", kind="stable")
     board.insert(0, "rank", [str(i + 1) if not math.isnan(a) else "—" for i, a in enumerate(board["Average"])])
-    return board[["rank", "variant", "Average", *cols, "missing tasks"]].reset_index(drop=True)
+    return board[["rank", "variant", "Average", *cols, "unscored tasks"]].reset_index(drop=True)
 
 
 def best_per_task(wide: pd.DataFrame) -> pd.DataFrame:
@@ -115,16 +115,40 @@ def chance_levels(runs: pd.DataFrame | None) -> dict[str, float]:
     return levels
 
 
-def collapsed(wide: pd.DataFrame, chance: dict[str, float]) -> pd.DataFrame:
-    """Variants whose scores are near chance on at least ``COLLAPSE_FRACTION`` of their scored tasks."""
+def diverged_cells(long: pd.DataFrame) -> pd.DataFrame:
+    """Cells with diverged runs: variant, task (display name), diverged runs, runs, score (NaN: none finite)."""
+    d = long[long["n_diverged"] > 0]
+    return pd.DataFrame({"variant": d["variant"], "task": d["display_name"], "diverged runs": d["n_diverged"],
+                         "runs": d["n_runs"], "score": d["score"]}).reset_index(drop=True)  # fmt: skip
+
+
+def collapsed(wide: pd.DataFrame, chance: dict[str, float], diverged: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Variants near chance on at least ``COLLAPSE_FRACTION`` of their judged tasks.
+
+    A task is judged when it is scored or when its runs diverged without a finite score (``diverged``, from
+    ``diverged_cells``); such a task counts as near chance and is listed as ``<task> (diverged)``.
+    """
+    lost = set() if diverged is None else {(v, t) for v, t, s in diverged[["variant", "task", "score"]].itertuples(
+        index=False) if math.isnan(s)}  # fmt: skip
     rows = []
     for _, r in wide.iterrows():
         scored = [c for c in SCORE_COLUMNS if not math.isnan(r[c])]
-        near = [c for c in scored if r[c] < CHANCE_FACTOR * chance[c]]
-        if scored and len(near) >= COLLAPSE_FRACTION * len(scored):
+        gone = [c for c in SCORE_COLUMNS if (r["variant"], c) in lost]
+        near = [c for c in scored if r[c] < CHANCE_FACTOR * chance[c]] + [f"{c} (diverged)" for c in gone]
+        judged = len(scored) + len(gone)
+        if judged and len(near) >= COLLAPSE_FRACTION * judged:
             rows.append({"variant": r["variant"], "near-chance tasks": ", ".join(near),
-                         "scored tasks": len(scored), "Average": r["Average"]})  # fmt: skip
-    return pd.DataFrame(rows, columns=["variant", "near-chance tasks", "scored tasks", "Average"])
+                         "judged tasks": judged, "Average": r["Average"]})  # fmt: skip
+    return pd.DataFrame(rows, columns=["variant", "near-chance tasks", "judged tasks", "Average"])
+
+
+def cell_marks(table: pd.DataFrame, notes: dict[tuple[str, str], str]) -> pd.DataFrame:
+    """A marks frame for ``table`` (a ``variant`` column, task display-name columns) holding each cell's note."""
+    marks = pd.DataFrame("", index=table.index, columns=table.columns)
+    for i, variant in table["variant"].items():
+        for col in table.columns:
+            marks.at[i, col] = notes.get((variant, col), "")
+    return marks
 
 
 def short_name(variant: str) -> str:

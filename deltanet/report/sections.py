@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from deltanet.aggregate import SCORE_COLUMNS, wide_table
+from deltanet.aggregate import SCORE_COLUMNS, cell_notes, wide_table
 from deltanet.report import analysis, compare, provenance
 from deltanet.report.document import Image, Para, Section, Table, Verbatim
 from deltanet.report.takeaways import takeaways
@@ -42,7 +42,9 @@ def build_sections(inp: ReportInputs) -> list[Section]:
     board = analysis.leaderboard(wide, grid_tasks)
     beats = analysis.beats_gated(wide)
     chance = analysis.chance_levels(inp.runs)
-    collapse = analysis.collapsed(wide, chance)
+    notes = cell_notes(inp.long)
+    diverged = analysis.diverged_cells(inp.long)
+    collapse = analysis.collapsed(wide, chance, diverged)
     rho = compare.spearman_table(wide, inp.reference)
     moves = compare.rank_moves(wide, inp.reference)
 
@@ -58,9 +60,9 @@ def build_sections(inp: ReportInputs) -> list[Section]:
     )
     s["Leaderboard"] = [
         Para(f"Scores follow MAD-lab's `mad/analysis.py`: best test accuracy over the lr × weight-decay sweep per "
-             f"setting and seed, mean over the task's settings, mean over seeds. {avg_note}; a variant missing a task "
-             "has no average and is listed last."),  # fmt: skip
-        Table(board),
+             f"setting and seed, mean over the task's settings, mean over seeds. {avg_note}; a variant without a score on "
+             "a task (no runs, or runs that diverged) has no average and is listed last."),  # fmt: skip
+        Table(board, marks=analysis.cell_marks(board, notes)),
     ]
     s["Best variant per task"] = [Table(analysis.best_per_task(wide))]
 
@@ -68,7 +70,8 @@ def build_sections(inp: ReportInputs) -> list[Section]:
     for base in analysis.BASELINES:
         d = analysis.deltas(wide, base)
         blocks.append(Para(f"**vs `{base}`**"))
-        blocks.append(Table(d, colour="delta", signed=True) if d is not None else Para(f"`{base}` was not run."))
+        blocks.append(Table(d, colour="delta", signed=True, marks=analysis.cell_marks(d, notes)) if d is not None
+                      else Para(f"`{base}` was not run."))  # fmt: skip
     s["Deltas against the baselines"] = blocks
 
     gated = analysis.GATED_BASELINE
@@ -80,14 +83,21 @@ def build_sections(inp: ReportInputs) -> list[Section]:
         s["Variants that beat the gated baseline"] = [Table(beats)]
 
     rule = (f"Rule: chance = mean over the task's settings of 1 / vocab_size (from the run rows; MAD baseline "
-            f"vocabularies where absent). A score below {analysis.CHANCE_FACTOR:g} × chance is near chance; a variant "
-            f"has collapsed when at least {analysis.COLLAPSE_FRACTION:.0%} of its scored tasks are near chance.")  # fmt: skip
+            f"vocabularies where absent). A score below {analysis.CHANCE_FACTOR:g} × chance is near chance, and so is a "
+            f"task whose runs diverged without a finite score; a variant has collapsed when at least "
+            f"{analysis.COLLAPSE_FRACTION:.0%} of its judged (scored or diverged) tasks are near chance.")  # fmt: skip
     chance_table = pd.DataFrame({"task": list(chance), "chance": list(chance.values()),
                                  "near-chance threshold": [analysis.CHANCE_FACTOR * c for c in chance.values()]})  # fmt: skip
     s["Collapsed variants"] = [
         Para(rule), Table(chance_table),
-        Table(collapse) if len(collapse) else Para("No variant collapsed."),
+        Table(collapse) if len(collapse) else Para("No variant meets the collapse rule."),
     ]  # fmt: skip
+    if len(diverged):
+        s["Collapsed variants"] += [
+            Para("Cells with diverged runs (NaN or inf training loss). A diverged run counts with the accuracy of "
+                 "its best finite epoch, as in MAD; a cell where none has one has no score (`score` —)."),
+            Table(diverged),
+        ]  # fmt: skip
 
     s["Kernel verification"] = (
         [Verbatim(inp.kernels_summary)] if inp.kernels_summary is not None

@@ -9,7 +9,7 @@ import math
 
 import pandas as pd
 
-from deltanet.report.analysis import DELTA_BASELINE, GATED_BASELINE
+from deltanet.report.analysis import DELTA_BASELINE, GATED_BASELINE, diverged_cells
 
 # Spearman bands used in the wording
 STRONG_RHO, MODERATE_RHO = 0.7, 0.4
@@ -40,9 +40,14 @@ def takeaways(
             "the MAD protocol, so these numbers are **not comparable** with the reference table; the "
             "reported-vs-reproduced section only checks the plumbing at this scale."
         )
-    missing = long[long["score"].isna()]
+    missing = long[long["n_runs"] == 0]
     if len(missing):
         out.append(f"{len(missing)} of {len(long)} variant × task cells have no runs and are shown as missing.")
+    diverged = diverged_cells(long)
+    for variant, cells in diverged.groupby("variant", sort=True):
+        where = [f"{c['task']} ({c['diverged runs']}/{c['runs']} runs"
+                 + (", no finite score)" if math.isnan(c["score"]) else ")") for _, c in cells.iterrows()]  # fmt: skip
+        out.append(f"`{variant}` diverged on {_join(where)}.")
     ranked = board.dropna(subset=["Average"])
     if len(ranked):
         top = ranked.iloc[0]
@@ -66,6 +71,8 @@ def takeaways(
     if len(collapse):
         out.append(f"{len(collapse)} variant(s) collapsed to near-chance scores: "
                    + ", ".join(f"`{v}`" for v in collapse["variant"]) + ".")  # fmt: skip
+    elif len(diverged):
+        out.append("No variant is near chance or diverged on at least half of its tasks.")
     else:
         out.append("No variant collapsed to near-chance scores.")
     overall = rho[rho["task"] == "overall (Average)"].iloc[0]
@@ -78,7 +85,12 @@ def takeaways(
         m = moves.iloc[0]
         out.append(f"The largest rank move is `{m['variant']}`: reported rank {m['reported rank']}, "
                    f"reproduced rank {m['reproduced rank']}.")  # fmt: skip
-    diverged = int(long["n_diverged"].sum())
-    if diverged:
-        out.append(f"{diverged} run(s) diverged; they count with their measured accuracy, as in MAD.")
+    if len(diverged):
+        out.append("A diverged run counts with the accuracy of its best finite epoch, as in MAD; a cell where no "
+                   "run has one has no score, and its variant no average.")
     return out
+
+
+def _join(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
