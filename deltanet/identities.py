@@ -48,11 +48,8 @@ def setting_seq_lens(scale_cfg: dict) -> dict[str, dict[str, int]]:
 
 def mixer_order(names: list[str]) -> dict[str, list[str]]:
     """Per mixer kind: its baseline (``USES_KERNEL``) first, then the other variants by name."""
-    variants = [get_variant(n) for n in names]
-    return {
-        kind: [v.name for v in sorted((v for v in variants if v.mixer == kind), key=lambda v: (not v.uses_kernel, v.name))]
-        for kind in MIXER_KINDS
-    }
+    variants = sorted((get_variant(n) for n in names), key=lambda v: (not v.uses_kernel, v.name))
+    return {kind: [v.name for v in variants if v.mixer == kind] for kind in MIXER_KINDS}
 
 
 @torch.no_grad()

@@ -223,4 +223,5 @@ def test_diverged_cell_is_shown_as_diverged_not_missing(tmp_path, capsys):
     cells = [c.strip() for c in row_b.strip("|").split("|")]
     assert cells[1 + SCORE_COLUMNS.index("Memorize")] == "diverged (2/2 runs)"
     assert cells[-1] == "—"  # no average: a task has no finite score
-    assert aggregate.cell_notes(pd.read_parquet(out / "accuracies.parquet")) == {("b", "Memorize"): "diverged (2/2 runs)"}
+    notes = aggregate.cell_notes(pd.read_parquet(out / "accuracies.parquet"))
+    assert notes == {("b", "Memorize"): "diverged (2/2 runs)"}

@@ -23,6 +23,11 @@ SIGNIFICANT = "*"  # the difference is beyond the noise
 NOISE = "~"  # the difference is within the noise
 
 
+def not_a_finding(mark: str) -> bool:
+    """True when a delta's mark says it is noise: identical by construction, or within the noise."""
+    return bool({IDENTICAL, NOISE} & set(mark.split()))
+
+
 @dataclass
 class Table:
     df: pd.DataFrame  # float cells are formatted with ``floatfmt``; NaN shows as "—"

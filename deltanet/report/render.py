@@ -10,7 +10,7 @@ import re
 
 from tabulate import tabulate
 
-from deltanet.report.document import IDENTICAL, NOISE, Bullets, Image, Para, Section, Table, Verbatim
+from deltanet.report.document import Bullets, Image, Para, Section, Table, Verbatim, not_a_finding
 
 _CODE = re.compile(r"`([^`]+)`")
 _BOLD = re.compile(r"\*\*([^*]+)\*\*")
@@ -42,7 +42,8 @@ def _fmt(v: object, t: Table) -> str:
 def _marks(t: Table) -> list[list[str]]:
     if t.marks is None:
         return [[""] * len(t.df.columns) for _ in range(len(t.df))]
-    return [list(row) for row in t.marks.reindex(index=t.df.index, columns=t.df.columns).fillna("").itertuples(index=False)]
+    marks = t.marks.reindex(index=t.df.index, columns=t.df.columns).fillna("")
+    return [list(row) for row in marks.itertuples(index=False)]
 
 
 def _cells(t: Table) -> list[list[str]]:
@@ -104,8 +105,7 @@ def _html_table(t: Table) -> str:
                 cls = ' class="note"' if m else ' class="missing"'
             else:
                 cls = "" if numeric else ' class="txt"'
-            quiet = NOISE in m or IDENTICAL in m  # a difference that is not a finding gets no colour
-            style = delta_style(v) if (t.colour == "delta" and numeric and not quiet) else ""
+            style = delta_style(v) if (t.colour == "delta" and numeric and not not_a_finding(m)) else ""
             tds.append(f"<td{cls}{style}>{_inline(s)}</td>")
         rows.append("<tr>" + "".join(tds) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
