@@ -1,7 +1,4 @@
-def identity_settings(wildcards):
-    """What fixes the sequence lengths the check runs at: the scale's grid and task overrides."""
-    section = scale_section(wildcards)
-    return canonical({"grid": section["grid"], "task_overrides": section["task_overrides"]})
+from deltanet.identities import setting_seq_lens
 
 
 rule identities:
@@ -28,7 +25,8 @@ rule identities:
     params:
         config=EFFECTIVE_CONFIG,
         model=lambda wc: canonical(scale_section(wc)["model"]),
-        settings=identity_settings,
+        # the sequence length of each task setting: what the check runs at (nothing else of the tasks)
+        settings=lambda wc: canonical(setting_seq_lens(scale_section(wc))),
     shell:
         "python -m deltanet variants --identities --config {params.config} --scale {wildcards.scale}"
         " --out {output.json} > {log} 2>&1"
