@@ -33,6 +33,7 @@ include: "workflow/rules/container.smk"
 include: "workflow/rules/kernels.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/identities.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -12,7 +12,8 @@ is ``mean ± t(0.975, n−1) · sd / sqrt(n)`` (Student t from a small table, no
 freedom); with one seed the interval is undefined (NaN). Diverged runs count with their measured accuracy.
 
 A cell of the grid (variant × task) without runs is **missing**: NaN in the tables, an empty CSV cell, never zero;
-its variant's average is missing too.
+its variant's average is missing too. A cell whose runs all have a NaN accuracy (they diverged in their first
+epoch) has no score either, but it is not missing: ``cell_notes`` says so, and the Markdown table shows it.
 """
 
 from __future__ import annotations
@@ -151,6 +152,25 @@ def score_runs(
     return long
 
 
+def cell_notes(long: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """What a cell's score alone would hide, keyed by ``(variant, display_name)``.
+
+    A cell with runs but no score: ``diverged (k/n runs)`` when k of its n runs diverged, else
+    ``no finite score (n runs)``. A scored cell with diverged runs: ``(k/n runs diverged)``, shown after the score.
+    Missing cells (no runs) and scored cells without diverged runs have no note.
+    """
+    notes = {}
+    for r in long.itertuples(index=False):
+        if r.n_runs == 0:
+            continue
+        if math.isnan(r.score):
+            runs = f"{r.n_diverged}/{r.n_runs} runs" if r.n_diverged else f"{r.n_runs} runs"
+            notes[(r.variant, r.display_name)] = f"diverged ({runs})" if r.n_diverged else f"no finite score ({runs})"
+        elif r.n_diverged:
+            notes[(r.variant, r.display_name)] = f"({r.n_diverged}/{r.n_runs} runs diverged)"
+    return notes
+
+
 def wide_table(long: pd.DataFrame) -> pd.DataFrame:
     """The reference table's shape: ``variant``, the six task columns in reference order, ``Average``.
 
@@ -183,10 +203,19 @@ def to_csv_text(wide: pd.DataFrame) -> str:
     return wide.to_csv(index=False, float_format="%.6f", na_rep="", lineterminator="\n")
 
 
-def to_markdown(wide: pd.DataFrame, floatfmt: str = ".4f") -> str:
-    """GitHub-format table; missing cells show as an em dash (tabulate only maps ``None``, not NaN)."""
-    rows = [[None if isinstance(v, float) and math.isnan(v) else v for v in row] for row in wide.itertuples(index=False)]
-    return tabulate(rows, headers=list(wide.columns), tablefmt="github", floatfmt=floatfmt, missingval="—", showindex=False)
+def to_markdown(wide: pd.DataFrame, notes: dict[tuple[str, str], str] | None = None, floatfmt: str = ".4f") -> str:
+    """GitHub-format table; missing cells show as an em dash, cells with a ``cell_notes`` note show it."""
+    notes = notes or {}
+    rows = []
+    for row in wide.itertuples(index=False):
+        cells = [row[0]]
+        for col, v in zip(wide.columns[1:], row[1:]):
+            text = "—" if math.isnan(v) else format(v, floatfmt)
+            note = notes.get((row[0], col))
+            cells.append(text if note is None else (note if math.isnan(v) else f"{text} {note}"))
+        rows.append(cells)
+    colalign = ["left"] + ["right"] * (len(wide.columns) - 1)
+    return tabulate(rows, headers=list(wide.columns), tablefmt="github", colalign=colalign, disable_numparse=True)
 
 
 def write_outputs(long: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
@@ -197,7 +226,7 @@ def write_outputs(long: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
     write_text_atomic(paths["csv"], to_csv_text(wide))
     with atomic_path(paths["parquet"]) as tmp:
         long.to_parquet(tmp, index=False)
-    write_text_atomic(paths["md"], to_markdown(wide) + "\n")
+    write_text_atomic(paths["md"], to_markdown(wide, cell_notes(long)) + "\n")
     return paths
 
 
@@ -268,10 +297,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deltanet aggregate: error: {err}", file=sys.stderr)
         return 1
     paths = write_outputs(long, args.out_dir)
-    missing = long[long["score"].isna()]
     print(f"aggregated {int(long['n_runs'].sum())} runs into {len(long)} cells -> {paths['csv']}")
+    missing = long[long["n_runs"] == 0]
     if len(missing):
         print(f"missing cells ({len(missing)}): " + ", ".join(f"{r.variant}/{r.task}" for r in missing.itertuples()))
+    diverged = long[long["n_diverged"] > 0]
+    if len(diverged):
+        print(f"diverged cells ({len(diverged)}): " + ", ".join(
+            f"{r.variant}/{r.task} ({r.n_diverged}/{r.n_runs} runs diverged)" for r in diverged.itertuples()))
+    unscored = long[long["score"].isna() & (long["n_runs"] > 0) & (long["n_diverged"] == 0)]
+    if len(unscored):
+        print(f"cells without a finite accuracy ({len(unscored)}): "
+              + ", ".join(f"{r.variant}/{r.task}" for r in unscored.itertuples()))
     return 0
 
 

@@ -201,3 +201,27 @@ def test_empty_runs_dir_is_an_error(tmp_path):
         aggregate.aggregate_dir(tmp_path / "runs")
     empty = score_runs(aggregate.read_run_files([]))
     assert empty.empty and list(wide_table(empty).columns) == aggregate.WIDE_COLUMNS
+
+
+def diverged_rows(variant: str = "v", task: str = "memorization", n: int = 2) -> list[dict]:
+    """``n`` runs of one cell that diverged in their first epoch: stop_reason diverged, every metric NaN."""
+    nan = math.nan
+    return [make_run(variant, task, 0, lr, 0.0, 1, nan, stop_reason="diverged", test_acc_micro=nan, test_ppl=nan,
+                     test_loss=nan, train_acc=nan, train_acc_micro=nan, train_ppl=nan, train_loss=nan)
+            for lr in (1e-3, 1e-4)[:n]]  # fmt: skip
+
+
+def test_diverged_cell_is_shown_as_diverged_not_missing(tmp_path, capsys):
+    rows = full_grid("a", 0.5) + full_grid("b", 0.3, tasks=[t for t in TASK_IDS if t != "memorization"])
+    runs_dir = write_runs_dir(tmp_path, rows + diverged_rows("b"))
+    out = tmp_path / "tiny"
+    assert aggregate.main(["--runs-dir", str(runs_dir), "--out-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "missing cells" not in printed
+    assert "diverged cells (1): b/memorization (2/2 runs diverged)" in printed
+    row_b = [ln for ln in (out / "accuracies.md").read_text().splitlines() if ln.startswith("| b ")][0]
+    cells = [c.strip() for c in row_b.strip("|").split("|")]
+    assert cells[1 + SCORE_COLUMNS.index("Memorize")] == "diverged (2/2 runs)"
+    assert cells[-1] == "—"  # no average: a task has no finite score
+    notes = aggregate.cell_notes(pd.read_parquet(out / "accuracies.parquet"))
+    assert notes == {("b", "Memorize"): "diverged (2/2 runs)"}

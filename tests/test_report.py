@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import math
 
 import pandas as pd
@@ -87,8 +88,8 @@ def test_partial_grid_shows_missing_never_zero(built):
 def test_leaderboard_counts_missing_grid_tasks():
     long = score_runs(pd.DataFrame([make_run("x", "compression", 0, 1e-3, 0.0, 1, 0.4)]))
     board = analysis.leaderboard(wide_table(long), list(long["display_name"]))
-    assert board.loc[0, "missing tasks"] == 5 and board.loc[0, "rank"] == "—"
-    assert list(board.columns) == ["rank", "variant", "Average", *SCORE_COLUMNS, "missing tasks"]
+    assert board.loc[0, "unscored tasks"] == 5 and board.loc[0, "rank"] == "—"
+    assert list(board.columns) == ["rank", "variant", "Average", *SCORE_COLUMNS, "unscored tasks"]
 
 
 def test_delta_cells_colour_coded():
@@ -187,3 +188,129 @@ def test_provenance_dates_come_from_the_run_rows(tmp_path):
     table = dict(summary(runs, "tiny", []).itertuples(index=False))
     assert table["date"] == "2026-11-23 09:05 – 2026-11-23 11:40 UTC (runs finished)"
     assert table["total wall time"].startswith("0h 00m 03s")
+
+
+def test_diverged_runs_are_shown_as_diverged(tmp_path):
+    """Regression (issue 15 item 3): a cell whose runs all diverged (NaN loss) was reported as missing, and the
+    takeaways said that no variant collapsed."""
+    from test_aggregate import diverged_rows
+
+    soft = "delta_net_4layer_softmax_attention_in_for_loop"
+    rows = reference_like_rows(skip={(soft, "memorization")}) + diverged_rows(soft, "memorization")
+    rows = [r for r in rows if r["variant"] != "delta_net_4layer_adam_state_update_in_for_loop"]  # it collapses
+    runs_dir = write_runs_dir(tmp_path, rows)
+    assert report.main(["--runs-dir", str(runs_dir), "--out-dir", str(tmp_path), "--scale", "tiny"]) == 0
+    md = (tmp_path / "report.md").read_text()
+    board = md.split("## Leaderboard")[1].split("## Best variant")[0]
+    cells = [c.strip() for c in [ln for ln in board.splitlines() if soft in ln][0].strip("|").split("|")]
+    assert cells[3 + SCORE_COLUMNS.index("Memorize")] == "diverged (2/2 runs)"
+    takeaways = md.split("## Takeaways")[1].split("## Leaderboard")[0]
+    assert f"`{soft}` diverged on Memorize (2/2 runs, no finite score)." in takeaways
+    assert "No variant collapsed" not in md and "shown as missing" not in takeaways
+    deltas = md.split("## Deltas against the baselines")[1].split("## Variants that beat")[0]
+    assert "diverged (2/2 runs)" in deltas
+    html = (tmp_path / "report.html").read_text()
+    assert '<td class="note">diverged (2/2 runs)</td>' in html
+
+
+NORMALIZE_KEYS = "delta_net_4layer_normalize_keys_in_for_loop"
+ADAM = "delta_net_4layer_adam_state_update_in_for_loop"
+
+
+def identities_file(path, scale: str = "tiny") -> str:
+    """An identities.json as `deltanet variants --identities` writes it: compression has two settings (seq 8, 16),
+    every other task one (seq 32); normalize_keys equals the baseline everywhere, adam only at seq 8."""
+    settings = {t: {"baseline": 32} for t in TASK_IDS}
+    settings["compression"] = {"baseline": 8, "seq_len=16": 16}
+    found = [{"seq_len": n, "variant": v, "equal_to": "delta_net_4layer", "max_abs_diff": 0.0}
+             for v, n in [(NORMALIZE_KEYS, 8), (NORMALIZE_KEYS, 16), (NORMALIZE_KEYS, 32), (ADAM, 8)]]
+    path.write_text(json.dumps({"scale": scale, "tolerance": 1e-5, "settings": settings, "identities": found}))
+    return str(path)
+
+
+def section(md: str, title: str) -> str:
+    return md.split(f"## {title}\n")[1].split("\n## ")[0]
+
+
+def row_cells(text: str, variant: str) -> list[str]:
+    return [c.strip() for c in [ln for ln in text.splitlines() if f" {variant} " in ln][0].strip("|").split("|")]
+
+
+@pytest.fixture(scope="module")
+def with_identities(tmp_path_factory):
+    """One seed; normalize_keys scores the gated baseline's numbers + 0.01 (it would lead, above both baselines)."""
+    root = tmp_path_factory.mktemp("identities")
+    rows = [r for r in reference_like_rows() if r["seed"] == 1]
+    rows += [dict(r, variant=NORMALIZE_KEYS, test_acc=r["test_acc"] + 0.01) for r in rows
+             if r["variant"] == "gated_delta_net_4layer"]  # fmt: skip
+    runs_dir = write_runs_dir(root, rows)
+    argv = ["--runs-dir", str(runs_dir), "--out-dir", str(root), "--scale", "tiny",
+            "--identities", identities_file(root / "identities.json")]  # fmt: skip
+    assert report.main(argv) == 0
+    return (root / "report.md").read_text(), (root / "report.html").read_text()
+
+
+def test_identical_cells_are_marked_in_leaderboard_and_deltas(with_identities):
+    md, html = with_identities
+    board = row_cells(section(md, "Leaderboard"), NORMALIZE_KEYS)
+    assert all(c.endswith(" ≡ delta_net") for c in board[2:9])  # Average and the six tasks
+    adam = row_cells(section(md, "Leaderboard"), ADAM)
+    assert adam[3 + SCORE_COLUMNS.index("Compress")].endswith(" ≡1/2 delta_net")  # one of compression's settings
+    assert "by construction" in section(md, "Leaderboard")
+    deltas = section(md, "Deltas against the baselines").split("**vs `gated_delta_net_4layer`**")
+    nk = row_cells(deltas[0], NORMALIZE_KEYS)
+    assert all(c.endswith(" ≡") for c in nk[1:])
+    assert row_cells(deltas[0], ADAM)[1 + SCORE_COLUMNS.index("Compress")].split()[1] == "≡1/2"
+    assert "≡" not in deltas[1]  # no identity with the gated baseline
+    uncoloured = html.split("<b>vs <code>delta_net_4layer</code></b>")[1].split("</table>")[0]
+    identical_tds = [td for td in uncoloured.split("<td") if " ≡</td>" in td]
+    assert len(identical_tds) == 7 and not any("style=" in td for td in identical_tds)
+
+
+def test_takeaways_never_present_identical_models_as_findings(with_identities):
+    takeaways = section(with_identities[0], "Takeaways")
+    assert f"`{NORMALIZE_KEYS}` ≡ `delta_net_4layer`" in takeaways
+    above = takeaways.split("average above both baselines")[1].split(".")[0]
+    assert above == ": `delta_net_4layer_softmax_attention_in_for_loop`"  # normalize_keys is above both, by noise
+    assert f"`{NORMALIZE_KEYS}` leads the leaderboard with an average of" in takeaways
+    assert "identical to `delta_net_4layer` by construction)." in takeaways
+
+
+def test_noise_floor_is_the_reference_identical_pair_gap():
+    floor, task = analysis.noise_floor(REF)
+    assert (round(floor, 6), task) == (0.063983, "Memorize")  # normalize_keys vs delta_net_4layer, reported
+
+
+def test_one_seed_deltas_below_the_floor_are_noise(with_identities):
+    md, html = with_identities
+    gated = section(md, "Deltas against the baselines").split("**vs `gated_delta_net_4layer`**")[1]
+    row = dict(zip(["variant", *SCORE_COLUMNS, "Average"], row_cells(gated, "delta_net_4layer")))
+    ref = REF.set_index("variant")
+    for col in SCORE_COLUMNS:
+        gap = abs(ref.at["delta_net_4layer", col] - ref.at["gated_delta_net_4layer", col])
+        assert row[col].endswith(" ~") == (gap < 0.063983), (col, row[col])
+    assert "not distinguishable from noise" in section(md, "Takeaways")
+    assert "task deltas against `delta_net_4layer` are below it (marked ~)" in section(md, "Takeaways")
+
+
+def test_several_seeds_mark_significance_by_ci_overlap():
+    def cell(variant, score, lo, hi):
+        return {"variant": variant, "task": "compression", "display_name": "Compress", "score": score,
+                "n_settings": 1, "n_seeds": 3, "ci_low": lo, "ci_high": hi, "n_runs": 3, "n_diverged": 0,
+                "n_nan": 0}  # fmt: skip
+
+    long = pd.DataFrame([cell("delta_net_4layer", 0.50, 0.45, 0.55), cell("apart", 0.70, 0.56, 0.84),
+                         cell("overlap", 0.60, 0.54, 0.66)])  # fmt: skip
+    d = analysis.deltas(wide_table(long), "delta_net_4layer")
+    marks = analysis.delta_marks(d, long, "delta_net_4layer", {}, floor=0.5, notes={}).set_index(d["variant"])
+    assert marks.at["apart", "Compress"] == "*" and marks.at["overlap", "Compress"] == "~"
+    assert marks.at["apart", "Average"] == ""  # no interval on the average: no mark, and the floor is not used
+
+
+def test_identities_of_another_scale_are_refused(tmp_path, capsys):
+    runs_dir = write_runs_dir(tmp_path, reference_like_rows())
+    argv = ["--runs-dir", str(runs_dir), "--out-dir", str(tmp_path), "--scale", "tiny",
+            "--identities", identities_file(tmp_path / "identities.json", scale="full")]  # fmt: skip
+    assert report.main(argv) == 1
+    assert capsys.readouterr().err == (f"deltanet report: error: {tmp_path / 'identities.json'}: identities of scale "
+                                       "'full', the report is of scale 'tiny'\n")  # fmt: skip

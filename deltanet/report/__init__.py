@@ -8,6 +8,7 @@ Modules: ``analysis`` (leaderboard, deltas, collapse), ``compare`` (reported vs 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -22,7 +23,11 @@ from deltanet.report.render import to_html, to_markdown
 
 
 def load_inputs(
-    runs_dir: str | Path, accuracies: str | Path | None, kernels_summary: str | Path | None, scale: str | None
+    runs_dir: str | Path,
+    accuracies: str | Path | None,
+    kernels_summary: str | Path | None,
+    scale: str | None,
+    identities: str | Path | None = None,
 ) -> ReportInputs:
     """Read the run rows (and the accuracies, or aggregate the runs in memory when none are given)."""
     files = discover_run_files(runs_dir)
@@ -43,7 +48,20 @@ def load_inputs(
     if kernels_summary is not None:
         path = Path(kernels_summary)
         text = path.read_text() if path.is_file() else f"Kernel summary `{path}` was given but does not exist."
-    return ReportInputs(scale, long, runs, files, load_reference(), text)
+    return ReportInputs(scale, long, runs, files, load_reference(), text, read_identities(identities, scale))
+
+
+def read_identities(path: str | Path | None, scale: str) -> dict | None:
+    """``identities.json`` from ``deltanet variants --identities --out``; it must be of the report's scale."""
+    if path is None:
+        return None
+    try:
+        identities = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise RunFileError(f"{path}: not a readable identities file ({err})") from None
+    if identities.get("scale") != scale:
+        raise RunFileError(f"{path}: identities of scale {identities.get('scale')!r}, the report is of scale {scale!r}")
+    return identities
 
 
 def render_report(inp: ReportInputs, out_dir: str | Path) -> dict[str, Path]:
@@ -76,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", help="output folder (default: the runs folder's parent, results/<scale>)")
     p.add_argument("--kernels-summary", help="kernels/verify.md to embed (default: reported as not run)")
     p.add_argument("--scale", help="scale name shown in the report (default: from the run rows)")
+    p.add_argument("--identities", help="identities.json from `deltanet variants --identities` (default: not marked)")
     return p
 
 
@@ -83,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.runs_dir).resolve().parent
     try:
-        inp = load_inputs(args.runs_dir, args.accuracies, args.kernels_summary, args.scale)
+        inp = load_inputs(args.runs_dir, args.accuracies, args.kernels_summary, args.scale, args.identities)
     except RunFileError as err:
         print(f"deltanet report: error: {err}", file=sys.stderr)
         return 1

@@ -17,12 +17,24 @@ class Bullets:
     items: list[str]
 
 
+# Marks appended to a delta: what the difference means (see ``deltanet.report.analysis.delta_marks``).
+IDENTICAL = "≡"  # the two models are identical by construction at this setting
+SIGNIFICANT = "*"  # the difference is beyond the noise
+NOISE = "~"  # the difference is within the noise
+
+
+def not_a_finding(mark: str) -> bool:
+    """True when a delta's mark says it is noise: identical by construction, or within the noise."""
+    return bool({IDENTICAL, NOISE} & set(mark.split()))
+
+
 @dataclass
 class Table:
     df: pd.DataFrame  # float cells are formatted with ``floatfmt``; NaN shows as "—"
     floatfmt: str = ".4f"
-    colour: str | None = None  # "delta": colour numeric cells green (> 0) / red (< 0) in HTML
+    colour: str | None = None  # "delta": colour numeric cells green (> 0) / red (< 0) in HTML, unless NOISE/IDENTICAL
     signed: bool = False  # print numbers with an explicit sign
+    marks: pd.DataFrame | None = None  # same shape as df: text after a cell's value (or in place of "—"); "" = none
 
 
 @dataclass

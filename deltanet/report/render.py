@@ -10,7 +10,7 @@ import re
 
 from tabulate import tabulate
 
-from deltanet.report.document import Bullets, Image, Para, Section, Table, Verbatim
+from deltanet.report.document import Bullets, Image, Para, Section, Table, Verbatim, not_a_finding
 
 _CODE = re.compile(r"`([^`]+)`")
 _BOLD = re.compile(r"\*\*([^*]+)\*\*")
@@ -19,7 +19,7 @@ body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1300px;padding:0
 table{border-collapse:collapse;margin:.6em 0;font-size:13px}
 th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
 th{background:#f0f0f0} td:first-child,th:first-child{text-align:left}
-td.txt{text-align:left} td.missing{color:#999;text-align:center}
+td.txt{text-align:left} td.missing{color:#999;text-align:center} td.note{color:#a33;text-align:center}
 code{background:#f4f4f4;padding:0 3px} pre{background:#f7f7f7;padding:.8em;overflow-x:auto}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0} nav li{display:inline;margin-right:1em}
 """
@@ -39,8 +39,19 @@ def _fmt(v: object, t: Table) -> str:
     return str(v)
 
 
+def _marks(t: Table) -> list[list[str]]:
+    if t.marks is None:
+        return [[""] * len(t.df.columns) for _ in range(len(t.df))]
+    marks = t.marks.reindex(index=t.df.index, columns=t.df.columns).fillna("")
+    return [list(row) for row in marks.itertuples(index=False)]
+
+
 def _cells(t: Table) -> list[list[str]]:
-    return [[_fmt(v, t) for v in row] for row in t.df.itertuples(index=False)]
+    """Each cell's text: the formatted value, its mark after it (or the mark alone in place of a missing value)."""
+    rows = []
+    for row, marks in zip(t.df.itertuples(index=False), _marks(t)):
+        rows.append([m if (m and _is_missing(v)) else f"{_fmt(v, t)} {m}".rstrip() for v, m in zip(row, marks)])
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------- Markdown
@@ -86,12 +97,15 @@ def delta_style(v: float, scale: float = 0.2) -> str:
 def _html_table(t: Table) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in t.df.columns)
     rows = []
-    for raw, text in zip(t.df.itertuples(index=False), _cells(t)):
+    for raw, text, marks in zip(t.df.itertuples(index=False), _cells(t), _marks(t)):
         tds = []
-        for v, s in zip(raw, text):
+        for v, s, m in zip(raw, text, marks):
             numeric = isinstance(v, numbers.Number) and not isinstance(v, bool)
-            cls = ' class="missing"' if _is_missing(v) else ("" if numeric else ' class="txt"')
-            style = delta_style(v) if (t.colour == "delta" and numeric) else ""
+            if _is_missing(v):
+                cls = ' class="note"' if m else ' class="missing"'
+            else:
+                cls = "" if numeric else ' class="txt"'
+            style = delta_style(v) if (t.colour == "delta" and numeric and not not_a_finding(m)) else ""
             tds.append(f"<td{cls}{style}>{_inline(s)}</td>")
         rows.append("<tr>" + "".join(tds) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"

@@ -14,7 +14,7 @@ def workdir(tmp_path_factory):
 
 
 def expected(scale_train_jobs):
-    return {"verify_kernels": 1, "train": scale_train_jobs, "aggregate": 1, "report": 1, "all": 1}
+    return {"verify_kernels": 1, "train": scale_train_jobs, "aggregate": 1, "identities": 1, "report": 1, "all": 1}
 
 
 def test_default_config_runs_tiny_with_every_variant_and_task(workdir):

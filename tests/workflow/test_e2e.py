@@ -77,7 +77,7 @@ def test_editing_one_variant_reruns_only_its_jobs(workdir, restore):
     append(restore(f"deltanet/variants/{VARIANTS[0]}.py"), "# a comment\n")
     run = dry_run(workdir)
     assert train_jobs(run.output) == train_wildcards(VARIANTS[:1], TASKS)
-    assert job_counts(run.output) == {"train": len(TASKS), "aggregate": 1, "report": 1, "all": 1}
+    assert job_counts(run.output) == {"train": len(TASKS), "aggregate": 1, "identities": 1, "report": 1, "all": 1}
 
 
 def test_touch_and_unchanged_content_rerun_nothing(workdir, restore):
@@ -94,7 +94,9 @@ def test_editing_shared_model_reruns_every_train_job(workdir, restore):
     append(restore("deltanet/model.py"), "# a comment\n")
     run = dry_run(workdir)
     assert train_jobs(run.output) == train_wildcards(VARIANTS, TASKS)
-    assert job_counts(run.output) == {"train": len(VARIANTS) * len(TASKS), "aggregate": 1, "report": 1, "all": 1}
+    assert job_counts(run.output) == {
+        "train": len(VARIANTS) * len(TASKS), "aggregate": 1, "identities": 1, "report": 1, "all": 1
+    }
 
 
 def test_changing_one_tasks_setting_reruns_only_that_task(workdir, restore):

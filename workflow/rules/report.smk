@@ -4,6 +4,7 @@ rule report:
         runs=run_files,
         accuracies=rules.aggregate.output.parquet,
         kernels=rules.verify_kernels.output.summary,
+        identities=rules.identities.output.json,
         sources=package_sources(
             "report", "runs", "io", "tasks/__init__", "variants/__init__"
         ),
@@ -48,4 +49,5 @@ rule report:
         out_dir=out_dir,
     shell:
         "python -m deltanet report --runs-dir {params.runs_dir} --accuracies {input.accuracies}"
-        " --out-dir {params.out_dir} --kernels-summary {input.kernels} --scale {wildcards.scale} > {log} 2>&1"
+        " --out-dir {params.out_dir} --kernels-summary {input.kernels} --identities {input.identities}"
+        " --scale {wildcards.scale} > {log} 2>&1"
