@@ -87,5 +87,6 @@ def test_cli_writes_json_and_refuses_an_unknown_scale(tmp_path, capsys):
         {k: i[k] for k in ("seq_len", "variant", "equal_to")} for i in result["identities"]]  # fmt: skip
     assert "identities at scale 'tiny' (seq lens 8, 32;" in capsys.readouterr().out
     assert cli.list_main(["--identities", "--scale", "huge"]) == 2
+    allowed = ", ".join(CONFIG["scales"])
     assert capsys.readouterr().err == (
-        "deltanet variants: error: --scale 'huge' is not defined in config.yaml; allowed: tiny, full\n")
+        f"deltanet variants: error: --scale 'huge' is not defined in config.yaml; allowed: {allowed}\n")
