@@ -314,3 +314,16 @@ def test_identities_of_another_scale_are_refused(tmp_path, capsys):
     assert report.main(argv) == 1
     assert capsys.readouterr().err == (f"deltanet report: error: {tmp_path / 'identities.json'}: identities of scale "
                                        "'full', the report is of scale 'tiny'\n")  # fmt: skip
+
+
+def test_baselines_far_apart_below_full_scale_say_why():
+    """The tiny gated baseline trailing on context recall (0.26 vs 0.997) must not read as a finding."""
+    from deltanet.report.takeaways import _baselines_apart
+
+    wide = wide_table(score_runs(pd.DataFrame(reference_like_rows())))
+    assert _baselines_apart(wide) == []  # the reference's own baselines are never 0.3 apart
+    col = DISPLAY_NAMES["context_recall"]
+    wide.loc[wide["variant"] == "gated_delta_net_4layer", col] = 0.26
+    (sentence,) = _baselines_apart(wide)
+    assert sentence.startswith(f"The two baselines are far apart on {col} (0.260 vs ")
+    assert "single learning rate" in sentence and "docs/fidelity.md" in sentence

@@ -21,6 +21,8 @@ from deltanet.report.document import NOISE, SIGNIFICANT, not_a_finding
 
 # Spearman bands used in the wording
 STRONG_RHO, MODERATE_RHO = 0.7, 0.4
+# a baseline this far below the other on a task, below the full scale, gets the sentence of _baselines_apart
+BASELINE_GAP = 0.3
 
 
 def _band(rho: float) -> str:
@@ -84,6 +86,8 @@ def takeaways(
                  and a > max(w[DELTA_BASELINE], w[GATED_BASELINE])]  # fmt: skip
         out.append(f"{len(above)} variant(s) average above both baselines"
                    + (": " + ", ".join(f"`{v}`" for v in above) + "." if above else "."))  # fmt: skip
+        if scale != "full":
+            out += _baselines_apart(wide)
     if beats is not None:
         if beats.empty:
             out.append(f"No variant beats `{GATED_BASELINE}` on any task.")
@@ -118,6 +122,21 @@ def takeaways(
         out.append("A diverged run counts with the accuracy of its best finite epoch, as in MAD; a cell where no "
                    "run has one has no score, and its variant no average.")
     return out
+
+
+def _baselines_apart(wide: pd.DataFrame) -> list[str]:
+    """Below the full scale, a baseline far behind the other is most likely a training-budget effect: say so."""
+    scores = wide.set_index("variant").drop(columns="Average")
+    gaps = (scores.loc[DELTA_BASELINE] - scores.loc[GATED_BASELINE]).dropna()
+    lagging = gaps[gaps.abs() > BASELINE_GAP]
+    if lagging.empty:
+        return []
+    where = ", ".join(f"{task} ({scores.at[GATED_BASELINE, task]:.3f} vs {scores.at[DELTA_BASELINE, task]:.3f})"
+                      for task in lagging.index)  # fmt: skip
+    return [f"The two baselines are far apart on {where} (`{GATED_BASELINE}` vs `{DELTA_BASELINE}`). At this scale "
+            "every model trains at the scale's single learning rate, which can be far from a model's best: at the "
+            "tiny size Gated DeltaNet needs a smaller one than DeltaNet (docs/fidelity.md, \"Tiny scale\"). The "
+            "full scale sweeps the learning rate and keeps each model's best, as MAD does."]
 
 
 def _mark_lookup(d: pd.DataFrame | None, marks: pd.DataFrame | None) -> dict[tuple[str, str], str]:
