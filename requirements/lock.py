@@ -63,7 +63,8 @@ def compile_lock(lock: str, source: str, extras: list[str], fetch_with_pip: bool
 
 def main(uv_args: list[str]) -> int:
     if importlib.util.find_spec("uv") is None:
-        print("requirements/lock.py: error: uv is not installed; it comes with pip install -e '.[test]'")
+        print("requirements/lock.py: error: uv is not installed (it is in the test extra and requirements/cpu.txt)",
+              file=sys.stderr)
         return 2
     for lock, (source, extras, fetch_with_pip) in LOCKS.items():
         path = ROOT / lock
@@ -71,7 +72,8 @@ def main(uv_args: list[str]) -> int:
         try:
             compile_lock(lock, source, extras, fetch_with_pip, uv_args)
         except subprocess.CalledProcessError as err:
-            print(f"requirements/lock.py: error: `{' '.join(err.cmd[:6])} ...` failed; {lock} is unchanged")
+            print(f"requirements/lock.py: error: `{' '.join(err.cmd[:6])} ...` failed; {lock} is unchanged",
+                  file=sys.stderr)
             return 1
         lines = changes(old, read_pins(path.read_text()))
         print(f"{lock}: " + (f"{len(lines)} changed" if lines else "unchanged"))

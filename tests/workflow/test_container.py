@@ -136,10 +136,9 @@ def test_the_image_installs_only_its_lock_on_a_base_pinned_by_digest():
     assert [args for op, args in instructions if op == "COPY"] == [
         "requirements/cuda.txt /opt/deltanet/requirements/cuda.txt"
     ]
-    installs = [args for op, args in instructions if op == "RUN" and "pip install" in args]
-    assert len(installs) == 1
-    assert "pip install --no-cache-dir --require-hashes --requirement /opt/deltanet/requirements/cuda.txt" in installs[0]
-    assert installs[0].count("pip install") == 1
+    (install,) = [args for op, args in instructions if op == "RUN" and "pip install" in args]
+    assert install.count("pip install") == 1
+    assert "pip install --no-cache-dir --require-hashes --requirement /opt/deltanet/requirements/cuda.txt" in install
 
 
 def test_hadolint_passes():
