@@ -1,28 +1,34 @@
 # deltanet-repro runtime image: CUDA, Python 3.11 (the host's minor version: Snakemake mounts its own sources into
-# jobs), torch with CUDA and the Triton it pins, and the project's dependencies from pyproject.toml.
+# jobs), and exactly the packages of requirements/cuda.txt (torch with CUDA, the Triton it pins, the project's
+# dependencies), each checked against its sha256. Regenerate the lock with `python requirements/lock.py`.
 # The project code itself is not baked in: Snakemake runs jobs in the bound working directory, so
-# `python -m deltanet` uses the checkout and code edits need no rebuild (only the pins are in the image's hash).
+# `python -m deltanet` uses the checkout and code edits need no rebuild (only this file and the lock are in the
+# image's hash).
 # Non-root friendly: nothing in the image needs writing (caches go to /tmp), everything is world-readable; Apptainer
 # runs as the calling user, Docker users pass --user "$(id -u):$(id -g)".
 # Apptainer without Docker: `spython recipe Dockerfile deltanet.def && apptainer build --fakeroot deltanet.sif deltanet.def`
-# (the workflow's build_container rule does exactly this).
-FROM nvidia/cuda:12.8.1-runtime-ubuntu22.04
+# (the workflow's build_container rule does exactly this, with the COPY source made absolute).
 
-ARG TORCH_VERSION=2.11.0
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
+# nvidia/cuda:12.8.1-runtime-ubuntu22.04, pinned by digest (a tag can be re-pushed). Digest only, no tag: Apptainer's
+# docker:// transport rejects references with both. Check or refresh it with
+# `docker buildx imagetools inspect nvidia/cuda:12.8.1-runtime-ubuntu22.04`: the registry is not reachable from
+# this project's machines, so this digest comes from public Dockerfiles that pin this tag, unverified here.
+FROM nvidia/cuda@sha256:fcbbd60a5ad3db3a1c7375bf14546b369b54064c513224310b2026df50c7a9bd
 
 # Build-time settings are written on the commands themselves: spython turns ENV into %environment (runtime) and
 # plain unexported variables in %post, so an ENV would not reach apt-get or pip in an Apptainer build.
+# DELTANET_LOCK: the lock the image was installed from; run rows record its sha256 (deltanet/training/provenance.py).
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     TRITON_CACHE_DIR=/tmp/triton-cache \
-    MPLCONFIGDIR=/tmp/matplotlib
+    MPLCONFIGDIR=/tmp/matplotlib \
+    DELTANET_LOCK=/opt/deltanet/requirements/cuda.txt
 
 # gcc and the Python headers: Triton compiles its small C launcher at first use.
-# DL3008 (unpinned apt versions): the base tag fixes the Ubuntu release, whose archive only gets security fixes,
+# DL3008 (unpinned apt versions): the base image fixes the Ubuntu release, whose archive only gets security fixes,
 # and old package versions vanish from it, so exact pins would break rebuilds.
 # hadolint ignore=DL3008
 RUN apt-get update \
@@ -31,11 +37,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && python3.11 -m venv /opt/venv
 
-# torch from the CUDA 12.8 index first (its wheel pins the matching triton), then the project's dependencies.
-COPY pyproject.toml /opt/deltanet/pyproject.toml
-RUN pip install --no-cache-dir --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
-    && python -c "import tomllib; print('\n'.join(tomllib.load(open('/opt/deltanet/pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /opt/deltanet/requirements.txt \
-    && pip install --no-cache-dir -r /opt/deltanet/requirements.txt \
-    && pip freeze > /opt/deltanet/requirements.lock \
+# Only the lock: every package pinned and hash-checked (pip refuses a missing pin or a file whose hash differs).
+COPY requirements/cuda.txt /opt/deltanet/requirements/cuda.txt
+RUN pip install --no-cache-dir --require-hashes --requirement /opt/deltanet/requirements/cuda.txt \
     && chmod -R a+rX /opt/venv /opt/deltanet

@@ -3,7 +3,8 @@
 - :mod:`.protocol`: the MAD rules as pure functions (best epoch by test perplexity, early stop, divergence).
 - :mod:`.loop`: one run — seed, build model, AdamW + per-epoch cosine, train/eval epochs, resume from a checkpoint.
 - :mod:`.job`: one variant × task job — plan the runs, skip finished ones, checkpoint dir, atomic parquet output.
-- :mod:`.provenance`: git commit, versions, device name, hashes, peak memory.
+- :mod:`.provenance`: git commit, versions, device name, file hashes (variant, lock, image), peak memory.
+- :mod:`.lockfile`: reads the hash-checked lock files in ``requirements/``.
 
 Test hooks (environment variables; unset in normal use):
 

@@ -33,7 +33,7 @@ from deltanet.io import atomic_path, write_text_atomic
 from deltanet.runs import RUN_COLUMNS, SCHEMA_VERSION, validate_runs
 from deltanet.tasks import get_task, make_datasets, task_settings
 from deltanet.training.loop import RunPlan, RunState, TensorData, train_run
-from deltanet.training.provenance import device_name, file_sha256, git_state, versions
+from deltanet.training.provenance import device_name, environment_files, file_sha256, git_state, versions
 from deltanet.variants import get_variant
 
 FINISHED = "finished.parquet"
@@ -134,8 +134,8 @@ def run_job(job: Job) -> None:
     finished = {run_key(r["setting_id"], r["lr"], r["weight_decay"], r["seed"]) for r in rows}
 
     commit, dirty = git_state()
-    provenance = {"device": device_name(job.device), **versions(), "git_commit": commit, "git_dirty": dirty,
-                  "variant_source_sha256": variant_sha}  # fmt: skip
+    provenance = {"device": device_name(job.device), **versions(), **environment_files(), "git_commit": commit,
+                  "git_dirty": dirty, "variant_source_sha256": variant_sha}  # fmt: skip
     threads = f", {torch.get_num_threads()} threads" if job.device.type == "cpu" else ""
     log(f"deltanet train: {job.variant} ({variant.mixer}) × {job.task}, scale {job.scale}: {len(plan)} runs "
         f"({len(finished)} already finished) on {provenance['device']}{threads}")  # fmt: skip

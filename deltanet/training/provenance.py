@@ -1,8 +1,9 @@
-"""Where a row came from: project git state, library versions, device, file hashes, peak memory."""
+"""Where a row came from: project git state, library versions, lock and image, device, file hashes, peak memory."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import resource
 import subprocess
@@ -13,6 +14,13 @@ from pathlib import Path
 import torch
 
 from deltanet.config import REPO_ROOT
+from deltanet.training.lockfile import read_pins
+
+# The Dockerfile sets DELTANET_LOCK to the image's copy of requirements/cuda.txt; elsewhere the README's lock.
+LOCK_VARIABLE = "DELTANET_LOCK"
+HOST_LOCK = REPO_ROOT / "requirements" / "cpu.txt"
+# Apptainer (and Singularity before it) names the running image file in these.
+IMAGE_VARIABLES = ("APPTAINER_CONTAINER", "SINGULARITY_CONTAINER")
 
 
 @cache
@@ -36,7 +44,11 @@ def git_state(root: Path = REPO_ROOT) -> tuple[str, bool]:
 
 
 def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:  # in blocks: an image file is several GB
+        while block := file.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def package_version(name: str) -> str:
@@ -52,6 +64,30 @@ def versions() -> dict[str, str]:
         "torch_version": torch.__version__,
         "triton_version": package_version("triton"),  # metadata only: importing triton costs seconds
         "python_version": platform.python_version(),
+    }
+
+
+@cache
+def environment_files() -> dict[str, str]:
+    """The lock this environment was installed from and the container image it runs in, each by sha256.
+
+    lock_file: $DELTANET_LOCK, else requirements/cpu.txt. lock_sha256: its hash if every version it pins is the
+    installed one, else "none" (e.g. a venv installed by hand). image_sha256: the image file Apptainer names in
+    $APPTAINER_CONTAINER / $SINGULARITY_CONTAINER; "none" outside a container, "unreadable: <path>" if not a file.
+    """
+    lock = Path(os.environ.get(LOCK_VARIABLE, HOST_LOCK))
+    matches = lock.is_file() and all(
+        package_version(name) == pin.version for name, pin in read_pins(lock.read_text()).items()
+    )
+    image = next((os.environ[name] for name in IMAGE_VARIABLES if os.environ.get(name)), None)
+    if image is None:
+        image_sha256 = "none"
+    else:
+        image_sha256 = file_sha256(image) if Path(image).is_file() else f"unreadable: {image}"
+    return {
+        "lock_file": str(lock.relative_to(REPO_ROOT)) if lock.is_relative_to(REPO_ROOT) else str(lock),
+        "lock_sha256": file_sha256(lock) if matches else "none",
+        "image_sha256": image_sha256,
     }
 
 

@@ -29,7 +29,9 @@ from slurm_cluster import PARTITION, SlurmCluster, ensure_installed, unavailable
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 # What a user's checkout needs to run the workflow (no results/, .snakemake/, .venv/).
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "pyproject.toml", "Dockerfile", "workflow", "deltanet", "profiles")
+WORKFLOW_FILES = (
+    "Snakefile", "config.yaml", "pyproject.toml", "Dockerfile", "requirements", "workflow", "deltanet", "profiles"
+)
 
 # 2 variants x 2 tasks at the tiny scale; the two fastest tiny tasks.
 VARIANTS = ("delta_net_4layer", "gated_delta_net_4layer")

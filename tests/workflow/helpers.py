@@ -14,7 +14,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 # What a user's checkout needs to run the workflow (results/ and .snakemake/ state stay behind).
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "pyproject.toml", "Dockerfile", "workflow", "deltanet")
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "pyproject.toml", "Dockerfile", "requirements", "workflow", "deltanet")
 
 
 def copy_workflow(dst: Path) -> Path:

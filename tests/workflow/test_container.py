@@ -93,8 +93,8 @@ def test_use_singularity_builds_once_and_runs_every_project_rule_in_the_image(wo
     builds = calls(stub_bin, "build")
     assert builds == [f"build --fakeroot {image} {image.removesuffix('.sif')}.def"]
     definition = (workdir / f"{image}.definition-used").read_text()
-    assert "Bootstrap: docker" in definition and "From: nvidia/cuda:12.8.1-runtime-ubuntu22.04" in definition
-    assert f"{workdir}/pyproject.toml /opt/deltanet/pyproject.toml" in definition
+    assert "Bootstrap: docker" in definition and re.search(r"^From: nvidia/cuda@sha256:[0-9a-f]{64}$", definition, re.M)
+    assert f"{workdir}/requirements/cuda.txt /opt/deltanet/requirements/cuda.txt" in definition
     execs = calls(stub_bin, "exec")
     assert len(execs) == len(PROJECT_RULES)
     for line in execs:
@@ -117,6 +117,30 @@ def test_use_singularity_builds_once_and_runs_every_project_rule_in_the_image(wo
     assert job_counts(edited.output) == {
         "build_container": 1, "verify_kernels": 1, "train": 1, "aggregate": 1, "identities": 1, "report": 1, "all": 1
     }
+
+
+def test_a_changed_pin_in_the_lock_gives_a_new_image_path(tmp_path, stub_bin):
+    workdir = copy_workflow(tmp_path)  # its own copy: nothing built yet, so every dry run names the image
+    write_config(workdir, scale="tiny", variants=["delta_net_4layer"], tasks=["memorization"])
+    image = image_path(snakemake(workdir, "--dry-run", *SINGULARITY, extra_path=stub_bin).output)
+    lock = workdir / "requirements/cuda.txt"
+    lock.write_text(re.sub(r"^tqdm==\S+", "tqdm==4.0.0", lock.read_text(), count=1, flags=re.MULTILINE))
+    edited = snakemake(workdir, "--dry-run", *SINGULARITY, extra_path=stub_bin)
+    assert image_path(edited.output) != image
+    assert job_counts(edited.output)["build_container"] == 1
+
+
+def test_the_image_installs_only_its_lock_on_a_base_pinned_by_digest():
+    lines = (REPO / "Dockerfile").read_text().replace("\\\n", " ").splitlines()
+    instructions = [line.split(maxsplit=1) for line in lines if line.strip() and not line.startswith("#")]
+    (base,) = [args for op, args in instructions if op == "FROM"]
+    assert re.fullmatch(r"nvidia/cuda@sha256:[0-9a-f]{64}", base), base
+    assert [args for op, args in instructions if op == "COPY"] == [
+        "requirements/cuda.txt /opt/deltanet/requirements/cuda.txt"
+    ]
+    (install,) = [args for op, args in instructions if op == "RUN" and "pip install" in args]
+    assert install.count("pip install") == 1
+    assert "pip install --no-cache-dir --require-hashes --requirement /opt/deltanet/requirements/cuda.txt" in install
 
 
 def test_hadolint_passes():

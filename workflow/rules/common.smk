@@ -214,22 +214,17 @@ def run_files(wildcards):
 
 
 # The container image (container.smk). `config["container"]["image"]` is `build` or a prebuilt image.
-def dependency_pins():
-    """pyproject.toml's `dependencies = [...]` array, comment lines dropped (read as text: no tomllib on 3.10)."""
-    text = Path("pyproject.toml").read_text()
-    match = re.search(r"^dependencies = \[\n(.*?)^\]", text, re.MULTILINE | re.DOTALL)
-    if match is None:
-        raise WorkflowError(
-            "pyproject.toml: no `dependencies = [` ... `]` array to hash for the container image"
-        )
-    lines = (line.strip() for line in match.group(1).splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
+IMAGE_LOCK = "requirements/cuda.txt"
 
 
 def image_hash():
-    """sha256 (12 hex) of the Dockerfile and pyproject.toml's dependency pins (what the image installs)."""
+    """sha256 (12 hex) of the Dockerfile and requirements/cuda.txt, the only inputs of the image's build."""
+    if not Path(IMAGE_LOCK).is_file():
+        raise WorkflowError(
+            f"{IMAGE_LOCK}: missing; the image installs from it (python requirements/lock.py writes it)"
+        )
     digest = hashlib.sha256(Path("Dockerfile").read_bytes())
-    digest.update(canonical(dependency_pins()).encode())
+    digest.update(Path(IMAGE_LOCK).read_bytes())
     return digest.hexdigest()[:12]
 
 

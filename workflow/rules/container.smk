@@ -2,8 +2,8 @@
 
 `config["container"]["image"]` is `build` (the DAG builds results/container/deltanet-<hash>.sif from the Dockerfile)
 or a prebuilt image: a .sif path, docker://..., oras://... . Snakemake tells containers apart by their path string
-only, so the built image's name carries a hash of the Dockerfile and the dependency pins: a changed image is a new
-path, and every containerised job reruns.
+only, so the built image's name carries a hash of the Dockerfile and its lock (requirements/cuda.txt): a changed
+pin is a new path, and every containerised job reruns.
 """
 
 BUILT_IMAGE = f"results/container/deltanet-{image_hash()}.sif"
@@ -19,8 +19,8 @@ IMAGE = (
 rule build_container:
     input:
         dockerfile="Dockerfile",
-        # Only the pins matter and they are in the image's name; other pyproject edits must not rebuild it.
-        pyproject=ancient("pyproject.toml"),
+        # Its content is in the image's name; a new timestamp alone (a checkout) must not rebuild the image.
+        lock=ancient(IMAGE_LOCK),
     output:
         definition=BUILT_IMAGE.removesuffix(".sif") + ".def",
         image=BUILT_IMAGE,
@@ -43,7 +43,7 @@ rule build_container:
         """
         spython recipe {input.dockerfile} {output.definition} >{log} 2>&1
         # %files sources are host paths; make the COPY source absolute so the build does not depend on its cwd.
-        sed -i "s|^pyproject.toml |$PWD/pyproject.toml |" {output.definition}
+        sed -i "s|^{input.lock} |$PWD/{input.lock} |" {output.definition}
         # with a reachable Docker daemon, build with Docker and convert; else build from the definition
         if docker info >/dev/null 2>&1; then
             docker build --tag {params.tag} --file {input.dockerfile} . >>{log} 2>&1
