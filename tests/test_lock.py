@@ -156,6 +156,7 @@ def test_the_report_provenance_names_the_lock_and_the_image():
     assert table["lock file"] == "/opt/deltanet/requirements/cuda.txt, requirements/cpu.txt"
     assert table["lock sha256"] == f"{'2' * 64}, {'3' * 64}"
     assert table["image sha256 (--use-singularity)"] == f"{'4' * 64}, none"
+    assert table["fidelity profile (docs/fidelity.md)"] == "iso_state"
 
 
 def test_a_tampered_hash_fails_the_download_with_pips_message(tmp_path):
@@ -197,3 +198,15 @@ def test_the_cuda_lock_without_torch_installs_hash_checked_in_a_fresh_venv(tmp_p
                             capture_output=True, text=True, check=True)  # fmt: skip
     installed = {normalize(p["name"]): p["version"] for p in json.loads(listed.stdout)}
     assert {name: installed.get(name) for name in expected} == expected
+
+
+def test_the_image_is_hashed_once_and_rehashed_when_it_changes(tmp_path):
+    image = tmp_path / "deltanet-0123456789ab.sif"
+    image.write_bytes(b"image v1")
+    memo = tmp_path / "deltanet-0123456789ab.sif.sha256"
+    assert provenance.image_file_sha256(image) == hashlib.sha256(b"image v1").hexdigest()
+    digest, stamp = memo.read_text().split(" ", 1)
+    memo.write_text(f"{'f' * 64} {stamp}")  # a memo whose size and mtime match is trusted: the file is not re-read
+    assert provenance.image_file_sha256(image) == "f" * 64
+    image.write_bytes(b"image version 2")  # rebuilt in place: new size and mtime
+    assert provenance.image_file_sha256(image) == hashlib.sha256(b"image version 2").hexdigest()

@@ -70,6 +70,7 @@ def test_job_writes_every_column_and_cleans_up(reference):
     assert row.num_parameters > 0 and row.tokens_per_second > 0 and row.peak_memory_mb > 0
     assert len(row.variant_source_sha256) == 64 and len(row.config_sha256) == 64
     assert row.device.startswith("cpu") and row.torch_version and row.python_version
+    assert row.profile == ""  # the test scale names no fidelity profile
     assert not out.with_name(out.name + ".ckpt").exists()  # checkpoints removed after success
 
 

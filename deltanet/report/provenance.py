@@ -43,6 +43,7 @@ def summary(runs: pd.DataFrame, scale: str, files: list[Path]) -> pd.DataFrame:
     rows = [
         ("scale", scale),
         ("scales in run rows", _values(runs, "scale")),
+        ("fidelity profile (docs/fidelity.md)", _values(runs, "profile")),
         ("git commit(s)", commits),
         ("devices", _values(runs, "device")),
         ("torch", _values(runs, "torch_version")),

@@ -189,6 +189,7 @@ def _row(job, mixer, setting, lr, wd, seed, scale_cfg, result, provenance, confi
         "schema_version": SCHEMA_VERSION, "variant": job.variant, "mixer": mixer, "task": job.task,
         "scale": job.scale, "setting_id": str(setting.id), "setting_json": json.dumps(fields, sort_keys=True),
         "lr": lr, "weight_decay": wd, "seed": seed, **result, **provenance,
+        "profile": scale_cfg.get("profile", ""),
         "config_sha256": config_hash({"scale": scale_cfg, "task": job.task, "setting": fields,
                                       "kernels": config["kernels"]}),
     }  # fmt: skip

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from deltanet.config import REPO_ROOT
+from deltanet.io import write_text_atomic
 from deltanet.training.lockfile import read_pins
 
 # The Dockerfile sets DELTANET_LOCK to the image's copy of requirements/cuda.txt; elsewhere the README's lock.
@@ -83,12 +84,32 @@ def environment_files() -> dict[str, str]:
     if image is None:
         image_sha256 = "none"
     else:
-        image_sha256 = file_sha256(image) if Path(image).is_file() else f"unreadable: {image}"
+        image_sha256 = image_file_sha256(Path(image)) if Path(image).is_file() else f"unreadable: {image}"
     return {
         "lock_file": str(lock.relative_to(REPO_ROOT)) if lock.is_relative_to(REPO_ROOT) else str(lock),
         "lock_sha256": file_sha256(lock) if matches else "none",
         "image_sha256": image_sha256,
     }
+
+
+def image_file_sha256(image: Path) -> str:
+    """sha256 of a (multi-GB) image file, hashed once: ``<image>.sha256`` keeps "hash size mtime_ns" beside it and
+    is trusted while the size and modification time still match (every job of a run would otherwise re-read it)."""
+    memo = image.with_name(image.name + ".sha256")
+    stat = image.stat()
+    stamp = f"{stat.st_size} {stat.st_mtime_ns}"
+    try:
+        digest, recorded = memo.read_text().split(" ", 1)
+        if recorded.strip() == stamp:
+            return digest
+    except (OSError, ValueError):
+        pass
+    digest = file_sha256(image)
+    try:  # best effort: a read-only image folder just means hashing again next time
+        write_text_atomic(memo, f"{digest} {stamp}\n")
+    except OSError:
+        pass
+    return digest
 
 
 def device_name(device: torch.device) -> str:
