@@ -6,8 +6,7 @@
 
 The engine lives in :mod:`deltanet.training` (protocol, run loop, job, provenance). This module parses and checks
 the arguments: a bad one (unknown variant, task or scale, malformed config, unwritable output, no CUDA) prints one
-``deltanet train: error: ...`` line and exits 2. Exit codes: 0 done (diverged runs included), 2 bad arguments,
-3 stopped by the ``DELTANET_STOP_AFTER_EPOCHS`` test hook (checkpoint kept; re-invoke to resume).
+``deltanet train: error: ...`` line and exits 2. Exit codes: 0 done (diverged runs included), 2 bad arguments.
 
 glibc malloc fix (``../shared/spec/cpu-notes.md`` §3): the variables must be in the environment at process start,
 so when they are missing and torch is not imported yet (a command-line start), ``main`` re-executes the process
@@ -24,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
-EXIT_BAD_ARGS, EXIT_STOPPED = 2, 3
+EXIT_BAD_ARGS = 2
 
 
 class UsageError(Exception):
@@ -121,13 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(err).split())  # one line, even for multi-line YAML parser messages
         print(f"deltanet train: error: {message}", file=sys.stderr)
         return EXIT_BAD_ARGS
-    from deltanet.training.job import StopRequested, run_job
+    from deltanet.training.job import run_job
 
-    try:
-        run_job(job)
-    except StopRequested as stop:
-        print(f"deltanet train: {stop}; re-invoke to resume from {job.ckpt_dir}", file=sys.stderr)
-        return EXIT_STOPPED
+    run_job(job)
     return 0
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from test_train import train, write_config
+from test_train import stop_after, train, write_config
 
 from deltanet.model import LanguageModel, ModelConfig
 from deltanet.ops.common import forward_substitution, ut_transform
@@ -97,16 +97,14 @@ def test_loop_precision_fp32_ignores_autocast_and_autocast_follows_it():
     assert 1e-4 < rms_ratio(plain, mixed) < 0.05
 
 
-def test_train_job_on_the_gpu_precision_path(tmp_path, monkeypatch):
+def test_train_job_on_the_gpu_precision_path(tmp_path):
     """``deltanet train`` with ``optim.precision: bf16`` on CPU: trains, checkpoints, is killed, resumes, restores
     the best epoch; rows are finite and the resumed job equals an uninterrupted one."""
     config = write_config(tmp_path, precision="bf16")
     whole = tmp_path / "whole.parquet"
     assert train(config, whole) == 0
     killed = tmp_path / "killed.parquet"
-    monkeypatch.setenv("DELTANET_STOP_AFTER_EPOCHS", "4")
-    assert train(config, killed) == 3
-    monkeypatch.delenv("DELTANET_STOP_AFTER_EPOCHS")
+    assert train(config, killed, hooks=stop_after(4)) == 3
     assert train(config, killed) == 0
     a, b = pd.read_parquet(whole), pd.read_parquet(killed)
     metrics = ["test_acc", "test_ppl", "test_loss", "train_acc", "train_loss", "best_epoch", "epochs_run"]

@@ -16,7 +16,8 @@ import yaml
 
 import deltanet.training.job as job_module
 from deltanet.runs import RUN_COLUMNS, STOP_REASONS, validate_runs
-from deltanet.train import main
+from deltanet.train import main, make_job, parse_args
+from deltanet.training.job import JobHooks, run_job
 from deltanet.training import protocol
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,9 +40,37 @@ def write_config(tmp_path: Path, **optim) -> Path:
     return path
 
 
-def train(config: Path, out: Path, *extra: str, variant: str = "delta_net_4layer", task: str = TASK) -> int:
-    args = ["--variant", variant, "--task", task, "--config", str(config), "--out", str(out), "--scale", "test"]
-    return main([*args, "--device", "cpu", *extra])
+class Killed(Exception):
+    """What ``stop_after`` raises: the job ends there, checkpoints kept, as if the process had been killed."""
+
+
+def stop_after(epochs: int) -> JobHooks:
+    """Stop the job once ``epochs`` epochs of this invocation are trained and checkpointed."""
+
+    def after_epoch(done: int) -> None:
+        if done >= epochs:
+            raise Killed
+
+    return JobHooks(after_epoch=after_epoch)
+
+
+def nan_from(run: int, epoch: int) -> JobHooks:
+    """Make run ``run``'s training loss NaN from ``epoch`` on (1-based)."""
+    return JobHooks(loss=lambda r, e, loss: loss * math.nan if r == run and e >= epoch else loss)
+
+
+def train(config: Path, out: Path, *extra: str, variant: str = "delta_net_4layer", task: str = TASK,
+          hooks: JobHooks | None = None) -> int:  # fmt: skip
+    """``deltanet train`` on the test scale: the CLI itself, or with ``hooks`` its job (3 when ``Killed``)."""
+    args = ["--variant", variant, "--task", task, "--config", str(config), "--out", str(out), "--scale", "test",
+            "--device", "cpu", *extra]  # fmt: skip
+    if hooks is None:
+        return main(args)
+    try:
+        run_job(make_job(parse_args(args)), hooks)
+    except Killed:
+        return 3
+    return 0
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +107,10 @@ def test_kill_and_resume_matches_uninterrupted_run(reference, tmp_path, monkeypa
     config, expected, _ = reference
     out = tmp_path / "runs.parquet"
     ckpt = tmp_path / "runs.parquet.ckpt"
-    monkeypatch.setenv("DELTANET_STOP_AFTER_EPOCHS", "4")  # run 1 finishes (3 epochs), run 2 stops after epoch 1
-    assert train(config, out) == 3
+    assert train(config, out, hooks=stop_after(4)) == 3  # run 1 finishes (3 epochs), run 2 stops after epoch 1
     assert not out.exists()
     assert len(pd.read_parquet(ckpt / "finished.parquet")) == 1 and (ckpt / "run-0002.pt").exists()
 
-    monkeypatch.delenv("DELTANET_STOP_AFTER_EPOCHS")
     calls = []
     real = job_module.train_run
     monkeypatch.setattr(job_module, "train_run", lambda plan, *a: calls.append(plan.index) or real(plan, *a))
@@ -97,22 +124,19 @@ def test_kill_and_resume_matches_uninterrupted_run(reference, tmp_path, monkeypa
     assert not ckpt.exists()
 
 
-def test_unreadable_checkpoint_restarts_only_that_run(reference, tmp_path, monkeypatch, capsys):
+def test_unreadable_checkpoint_restarts_only_that_run(reference, tmp_path, capsys):
     config, expected, _ = reference
     out, ckpt = tmp_path / "runs.parquet", tmp_path / "runs.parquet.ckpt"
-    monkeypatch.setenv("DELTANET_STOP_AFTER_EPOCHS", "1")
-    assert train(config, out) == 3
+    assert train(config, out, hooks=stop_after(1)) == 3
     (ckpt / "run-0001.pt").write_bytes(b"not a checkpoint")
-    monkeypatch.delenv("DELTANET_STOP_AFTER_EPOCHS")
     assert train(config, out) == 0
     assert "unusable" in capsys.readouterr().out
     pd.testing.assert_frame_equal(pd.read_parquet(out).drop(columns=TIMING), expected.drop(columns=TIMING))
 
 
-def test_nan_loss_gives_diverged_row_and_job_goes_on(tmp_path, monkeypatch):
+def test_nan_loss_gives_diverged_row_and_job_goes_on(tmp_path):
     config, out = write_config(tmp_path), tmp_path / "runs.parquet"
-    monkeypatch.setenv("DELTANET_FORCE_NAN", "1:2")  # run 1 diverges in epoch 2
-    assert train(config, out) == 0
+    assert train(config, out, hooks=nan_from(run=1, epoch=2)) == 0  # run 1 diverges in epoch 2
     df = pd.read_parquet(out)
     validate_runs(df, str(out))
     first, second = df.iloc[0], df.iloc[1]
@@ -121,10 +145,9 @@ def test_nan_loss_gives_diverged_row_and_job_goes_on(tmp_path, monkeypatch):
     assert second.stop_reason != "diverged" and second.epochs_run >= 1
 
 
-def test_nan_in_first_epoch_gives_nan_metrics(tmp_path, monkeypatch):
+def test_nan_in_first_epoch_gives_nan_metrics(tmp_path):
     config, out = write_config(tmp_path, lrs=[1e-2], max_epochs=2), tmp_path / "runs.parquet"
-    monkeypatch.setenv("DELTANET_FORCE_NAN", "1:1")
-    assert train(config, out) == 0
+    assert train(config, out, hooks=nan_from(run=1, epoch=1)) == 0
     row = pd.read_parquet(out).iloc[0]
     assert (row.stop_reason, row.epochs_run, row.best_epoch) == ("diverged", 1, 0)
     assert math.isnan(row.test_acc) and math.isnan(row.train_acc)

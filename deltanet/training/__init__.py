@@ -6,10 +6,6 @@
 - :mod:`.provenance`: git commit, versions, device name, file hashes (variant, lock, image), peak memory.
 - :mod:`.lockfile`: reads the hash-checked lock files in ``requirements/``.
 
-Test hooks (environment variables; unset in normal use):
-
-- ``DELTANET_STOP_AFTER_EPOCHS=N`` (:mod:`.job`): after N epochs of this invocation are trained and checkpointed,
-  stop the job as if it had been killed (exit code 3). Used to test kill-and-resume.
-- ``DELTANET_FORCE_NAN=RUN:EPOCH`` (:mod:`.loop`): in run number RUN (1-based, job order) make the training loss
-  NaN from epoch EPOCH on, so the divergence path can be tested on any variant.
+Test seams are arguments, never environment variables: ``run_job(job, JobHooks(after_epoch=..., loss=...))`` lets
+a test stop a job after N checkpointed epochs (as a kill would) or make a run's loss NaN.
 """

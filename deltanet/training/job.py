@@ -17,10 +17,10 @@ every run is done; then the checkpoint directory is removed.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
+from typing import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -32,15 +32,20 @@ from deltanet.config import config_hash
 from deltanet.io import atomic_path, write_text_atomic
 from deltanet.runs import RUN_COLUMNS, SCHEMA_VERSION, validate_runs
 from deltanet.tasks import get_task, make_datasets, task_settings
-from deltanet.training.loop import RunPlan, RunState, TensorData, train_run
+from deltanet.training.loop import LossHook, RunPlan, RunState, TensorData, train_run
 from deltanet.training.provenance import device_name, environment_files, file_sha256, git_state, versions
 from deltanet.variants import get_variant
 
 FINISHED = "finished.parquet"
 
 
-class StopRequested(RuntimeError):
-    """Raised by the ``DELTANET_STOP_AFTER_EPOCHS`` test hook once that many epochs are trained and checkpointed."""
+@dataclass
+class JobHooks:
+    """Test seams of a job; none in normal use. ``after_epoch(epochs done in this invocation)`` runs once an epoch is
+    checkpointed and may raise to stop the job as a kill would; ``loss`` is :data:`deltanet.training.loop.LossHook`."""
+
+    after_epoch: Callable[[int], None] | None = None
+    loss: LossHook | None = None
 
 
 @dataclass
@@ -116,7 +121,8 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> None:
         df.to_parquet(tmp, index=False)
 
 
-def run_job(job: Job) -> None:
+def run_job(job: Job, hooks: JobHooks | None = None) -> None:
+    hooks = hooks or JobHooks()
     config, scale_cfg = job.config, job.config["scales"][job.scale]
     optim, seeds = scale_cfg["optim"], [int(s) for s in config["seeds"]]
     variant, task = get_variant(job.variant), get_task(job.task)
@@ -146,9 +152,8 @@ def run_job(job: Job) -> None:
         progress.epoch()
         log(f"  run {p.index}/{p.total} epoch {st.epoch}/{optim['max_epochs']}  loss {m['train_loss']:.4f}  "
             f"test acc {m['acc']:.4f} ppl {m['ppl']:.4g}  {m['steps_per_second']:.1f} it/s  ETA {progress.eta()}")
-        stop_after = os.environ.get("DELTANET_STOP_AFTER_EPOCHS")  # test hook: simulate a kill
-        if stop_after and progress.done >= int(stop_after):
-            raise StopRequested(f"stopped after {progress.done} epochs (DELTANET_STOP_AFTER_EPOCHS)")
+        if hooks.after_epoch is not None:
+            hooks.after_epoch(progress.done)
 
     data_for: tuple[str, TensorData, float] | None = None
     for index, (setting, lr, wd, seed) in enumerate(plan, start=1):
@@ -167,7 +172,7 @@ def run_job(job: Job) -> None:
             lr=lr, weight_decay=wd, seed=seed, model_kwargs=model_kwargs, autoencoder=task.autoencoder,
             optim=optim, device=job.device,
         )  # fmt: skip
-        result = train_run(run_plan, data, ckpt, on_epoch)
+        result = train_run(run_plan, data, ckpt, on_epoch, hooks.loss)
         progress.run_ended(optim["max_epochs"] - result["epochs_run"])
         log(f"run {index}/{len(plan)} done: {result['stop_reason']}, best epoch {result['best_epoch']}/"
             f"{result['epochs_run']}, test acc {result['test_acc']:.4f} (chance {chance:.4f}) "

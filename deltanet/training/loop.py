@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -87,14 +86,6 @@ class RunState:
     wall_seconds: float = 0.0
     train_seconds: float = 0.0
     train_tokens: int = 0
-
-
-def _force_nan_epoch(run_index: int) -> int | None:
-    hook = os.environ.get("DELTANET_FORCE_NAN")
-    if not hook:
-        return None
-    run, epoch = (int(x) for x in hook.split(":"))
-    return epoch if run == run_index else None
 
 
 def seed_everything(seed: int) -> None:
@@ -189,10 +180,15 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, shuffle, device) ->
     return RunState(**payload["state"])
 
 
-def train_run(plan: RunPlan, data: TensorData, ckpt: Path, on_epoch: Callable[[RunPlan, RunState, dict], None]) -> dict:
+LossHook = Callable[[int, int, torch.Tensor], torch.Tensor]
+
+
+def train_run(plan: RunPlan, data: TensorData, ckpt: Path, on_epoch: Callable[[RunPlan, RunState, dict], None],
+              loss_hook: LossHook | None = None) -> dict:  # fmt: skip
     """Train (or resume) one run; return its metric/timing columns.
 
     ``on_epoch`` is called after each epoch's checkpoint is on disk (progress line; it may raise to stop the job).
+    ``loss_hook(run index, epoch, loss) -> loss`` is a test seam (e.g. a NaN loss to exercise divergence).
     """
     device, opt_cfg = plan.device, plan.optim
     max_epochs, batch_size = opt_cfg["max_epochs"], opt_cfg["batch_size"]
@@ -215,10 +211,9 @@ def train_run(plan: RunPlan, data: TensorData, ckpt: Path, on_epoch: Callable[[R
             print(f"  run {plan.index}: checkpoint {ckpt} unusable ({type(err).__name__}: {err}); restarting run",
                   flush=True)  # fmt: skip
             ckpt.unlink()
-            return train_run(plan, data, ckpt, on_epoch)
+            return train_run(plan, data, ckpt, on_epoch, loss_hook)
     prior_wall = state.wall_seconds  # wall time of earlier (killed) invocations of this run
     reset_peak_memory(device)
-    nan_from = _force_nan_epoch(plan.index)
     n_train = len(data.train_inputs)
     model.train()
 
@@ -234,8 +229,8 @@ def train_run(plan: RunPlan, data: TensorData, ckpt: Path, on_epoch: Callable[[R
             with precision_context(device.type, amp):
                 logits = model(x)
             loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100)
-            if nan_from is not None and epoch >= nan_from:
-                loss = loss * math.nan
+            if loss_hook is not None:
+                loss = loss_hook(plan.index, epoch, loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
