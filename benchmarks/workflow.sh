@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cp -r Snakefile config.yaml pyproject.toml Dockerfile workflow deltanet "$work"/
+cp -r Snakefile config.yaml pyproject.toml Dockerfile requirements workflow deltanet "$work"/
 find "$work" -name __pycache__ -prune -exec rm -rf {} +
 cd "$work"
 
