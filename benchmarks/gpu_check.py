@@ -109,7 +109,10 @@ def run_part(name: str, cmd: list[str], limit: int, env: dict, log: Path, deadli
             rc = "timeout"
     seconds = time.perf_counter() - started
     text = log.read_text(errors="replace")
-    status = "ok" if rc == 0 else f"failed ({'timed out after ' + str(limit) + ' s' if rc == 'timeout' else 'exit ' + str(rc)})"
+    if rc == 0:
+        status = "ok"
+    else:
+        status = f"failed ({f'timed out after {limit} s' if rc == 'timeout' else f'exit {rc}'})"
     return {"part": name, "status": status, "seconds": round(seconds, 1), "log": log.name,
             "output": text[-4000:]}  # fmt: skip
 

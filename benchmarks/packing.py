@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.procs:
         start_at = time.time() + args.warmup
         cmd = [sys.executable, __file__, "--worker", "--start-at", str(start_at), "--seconds", str(args.seconds),
-               "--config", args.config, "--scale", args.scale, "--task", args.task, "--device", args.device]  # fmt: skip
+               "--config", args.config, "--scale", args.scale, "--task", args.task,
+               "--device", args.device]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(n)]
         steps = [int(proc.communicate()[0].split()[-1]) for proc in procs]

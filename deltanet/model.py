@@ -91,7 +91,7 @@ class ShortConv(nn.Module):
 
 
 class DeltaNetMixer(nn.Module):
-    """DeltaNet (``variant.mixer == "delta"``) or Gated DeltaNet (``"gated"``) sequence mixer running the variant's loop."""
+    """DeltaNet (``variant.mixer == "delta"``) or Gated DeltaNet (``"gated"``) mixer running the variant's loop."""
 
     def __init__(self, cfg: ModelConfig, variant: Variant):
         super().__init__()

@@ -247,7 +247,8 @@ def train_run(plan: RunPlan, data: TensorData, ckpt: Path, on_epoch: Callable[[R
             test = dict(NAN_METRICS)
             state.stop_reason = "diverged"
         else:
-            test = evaluate(model, data.test_inputs, data.test_targets, batch_size, plan.vocab_size, device, amp, max_eval)
+            test = evaluate(model, data.test_inputs, data.test_targets, batch_size, plan.vocab_size, device, amp,
+                            max_eval)  # fmt: skip
             if protocol.is_better(test["ppl"], state.best_metrics["ppl"] if state.best_epoch else None):
                 state.best_epoch, state.best_metrics = epoch, test
                 state.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -264,7 +265,8 @@ def train_run(plan: RunPlan, data: TensorData, ckpt: Path, on_epoch: Callable[[R
         state.stop_reason = "max_epochs"
     if state.best_model is not None:
         model.load_state_dict(state.best_model)
-        train = evaluate(model, data.train_inputs, data.train_targets, batch_size, plan.vocab_size, device, amp, max_eval)
+        train = evaluate(model, data.train_inputs, data.train_targets, batch_size, plan.vocab_size, device, amp,
+                         max_eval)  # fmt: skip
     else:
         train = dict(NAN_METRICS)
     state.wall_seconds = prior_wall + time.perf_counter() - started

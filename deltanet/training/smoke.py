@@ -83,8 +83,8 @@ def smoke(config: dict, scale: str, device, variants: list[str], tasks: list[str
             row["seconds"] = time.perf_counter() - started
             rows.append(row)
             status = "ok" if row["ok"] else f"FAILED {row['error'] or 'non-finite loss'}"
-            log(f"[{index}/{len(runs)}] {variant} × {task}/{setting.id}: {status}, peak {row['peak_memory_mb']:.0f} MB, "
-                f"{row['seconds']:.1f} s")  # fmt: skip
+            log(f"[{index}/{len(runs)}] {variant} × {task}/{setting.id}: {status}, "
+                f"peak {row['peak_memory_mb']:.0f} MB, {row['seconds']:.1f} s")  # fmt: skip
     return rows
 
 
