@@ -1,6 +1,6 @@
 """Aggregate run parquet files into MAD scores: the accuracies table (``deltanet aggregate``).
 
-MAD-lab's rule (``mad/analysis.py``, ../shared/spec/mad-benchmark.md §7 "Score aggregation"):
+MAD-lab's rule (``mad/analysis.py``, ``docs/mad-benchmark.md`` §7 "Score aggregation"):
 
 1. drop runs whose test accuracy is NaN (pandas ``dropna``; we count them);
 2. per (variant, task, setting, seed) keep the run with the **max test_acc** over the lr × weight-decay sweep;

@@ -5,7 +5,7 @@
 ``AutoEncoder`` (compression task only): the same encoder, pooled at the last position, then a fixed sin/cos
 position embedding per output position and MAD's MLP decoder (MAD-lab ``mad/model/auto_encoder.py``).
 
-Mixer (fla ``fla/layers/delta_net.py`` / ``gated_deltanet.py``; ``../shared/spec/deltanet-math.md`` §3): q, k, v
+Mixer (fla ``fla/layers/delta_net.py`` / ``gated_deltanet.py``; ``docs/deltanet-math.md`` §3): q, k, v
 projections, causal depthwise conv (kernel 4) + SiLU, L2-normalised q and k, β = σ(W_β x), the variant's chunkwise
 loop, per-head RMSNorm (gated: RMSNorm(o)·swish(W_g x)), output projection. Gated DeltaNet adds the Mamba-2 decay
 g = −exp(A_log)·softplus(W_a x + dt_bias).

@@ -8,7 +8,7 @@ The engine lives in :mod:`deltanet.training` (protocol, run loop, job, provenanc
 the arguments: a bad one (unknown variant, task or scale, malformed config, unwritable output, no CUDA) prints one
 ``deltanet train: error: ...`` line and exits 2. Exit codes: 0 done (diverged runs included), 2 bad arguments.
 
-glibc malloc fix (``../shared/spec/cpu-notes.md`` §3): the variables must be in the environment at process start,
+glibc malloc fix (``docs/cpu-notes.md`` §1): the variables must be in the environment at process start,
 so when they are missing and torch is not imported yet (a command-line start), ``main`` re-executes the process
 with them set. Torch is imported only after that check, so the re-exec costs a bare Python start.
 """
@@ -36,7 +36,7 @@ def _ensure_malloc_env(argv: list[str]) -> None:
         return
     if "torch" in sys.modules:  # in-process call (tests, notebooks): too late to fix, say so
         print("deltanet train: note: MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ unset; CPU steps may stall "
-              "(cpu-notes §3)", file=sys.stderr)  # fmt: skip
+              "(docs/cpu-notes.md §1)", file=sys.stderr)  # fmt: skip
         return
     env = {**os.environ, **{k: os.environ.get(k, v) for k, v in MALLOC_ENV.items()}}
     sys.stdout.flush()

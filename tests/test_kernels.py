@@ -47,7 +47,8 @@ def _in_process_or_skip(request):
 
 
 def tol(dtype, name, gated):
-    """fla convention (spec §4): fp16/bf16 o/state 0.006, grads 0.008, gated dβ/dg 0.02; fp32 1e-4."""
+    """fla convention (docs/deltanet-math.md §4): fp16/bf16 o/state 0.006, grads 0.008, gated dβ/dg 0.02;
+    fp32 1e-4."""
     if dtype == torch.float32:
         return 1e-4
     if name in ("o", "S"):

@@ -85,7 +85,7 @@ def test_gated_delta_rule_two_steps_by_hand():
 
 
 def forward_substitution(a_strict):
-    """The spec's sweep (deltanet-math.md §1.2): A = −A_strict; A[i,:i] += Σ_m A[i,m] A[m,:i]; T = A + I."""
+    """The sweep of docs/deltanet-math.md §1.2: A = −A_strict; A[i,:i] += Σ_m A[i,m] A[m,:i]; T = A + I."""
     A = -a_strict.clone()
     for i in range(1, A.shape[-1]):
         A[..., i, :i] = A[..., i, :i] + (A[..., i, :, None] * A[..., :, :i]).sum(-2)

@@ -14,7 +14,7 @@ from deltanet.tasks.common import IGNORE
 
 SMALL = {"num_train_examples": 64, "num_test_examples": 64}
 
-# mad-lab configs/tasks/<task>.yml: the values each field is swept over (spec "Task overview").
+# mad-lab configs/tasks/<task>.yml: the values each field is swept over (docs/mad-benchmark.md "Task overview").
 MAD_SWEEPS = {
     "context_recall": {"vocab_size": [32, 64, 128], "seq_len": [256, 512, 1024],
                        "num_train_examples": [6400, 3200, 1600, 800]},

@@ -20,7 +20,7 @@ DELTA_BASELINE = "delta_net_4layer"
 GATED_BASELINE = "gated_delta_net_4layer"
 BASELINES = (DELTA_BASELINE, GATED_BASELINE)
 
-# Vocabulary of each task's MAD baseline setting (../shared/spec/mad-benchmark.md §1–6): the chance-level fallback
+# Vocabulary of each task's MAD baseline setting (docs/mad-benchmark.md "Task overview"): the chance-level fallback
 # when the run rows carry no vocab_size.
 MAD_BASELINE_VOCAB = {"compression": 16, "context_recall": 16, "fuzzy_recall": 16, "memorization": 256,
                       "noisy_recall": 32, "selective_copy": 16}  # fmt: skip

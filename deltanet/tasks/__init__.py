@@ -19,7 +19,7 @@ from deltanet.io import atomic_path
 from deltanet.tasks import compression, context_recall, fuzzy_recall, memorization, noisy_recall, selective_copy
 from deltanet.tasks.common import DATA_SEED, SIZE_FIELDS, Task
 
-# Column order of the reference table (../shared/reference/reported_accuracies.csv).
+# Column order of the reference table (deltanet/data/reported_accuracies.csv).
 DISPLAY_NAMES = {
     "compression": "Compress",
     "context_recall": "Context Recall",
@@ -38,7 +38,7 @@ SWEEP_TRAIN = [6400, 3200, 1600, 800]
 COUNTS = {"num_train_examples": 12_800, "num_test_examples": 1_280}
 RECALL = {"multi_query": True, "noise_vocab_size": 0, "frac_noise": 0.0}
 
-# Baselines and sweeps: mad-lab configs/tasks/<task>.yml (spec table "Task overview").
+# Baselines and sweeps: mad-lab configs/tasks/<task>.yml (docs/mad-benchmark.md "Task overview").
 _TASKS = [
     Task("compression", DISPLAY_NAMES["compression"], compression.generate,
          baseline={"vocab_size": 16, "seq_len": 32, **COUNTS},

@@ -1,9 +1,10 @@
 """Compression (MAD "compression", C): reproduce a whole sequence from one pooled state (AutoEncoder backbone).
 
-Rule (mad-lab mad/data/instances.py ``generate_compression_instance``; spec §5): ``seq_len - 1`` tokens uniform
-in ``[0, vocab_size - 1)`` then the compression token ``vocab_size - 1``; targets equal the inputs at every
-position, the compression token included. No shift. MAD's noise option is unused by the benchmark (frac_noise 0)
-and left out. Draws are MAD's, in MAD's order, so rows are byte-equal to MAD's generator on the same stream.
+Rule (mad-lab mad/data/instances.py ``generate_compression_instance``; docs/mad-benchmark.md §5): ``seq_len - 1``
+tokens uniform in ``[0, vocab_size - 1)`` then the compression token ``vocab_size - 1``; targets equal the inputs at
+every position, the compression token included. No shift. MAD's noise option is unused by the benchmark
+(frac_noise 0) and left out. Draws are MAD's, in MAD's order, so rows are byte-equal to MAD's generator on the
+same stream.
 """
 
 from __future__ import annotations

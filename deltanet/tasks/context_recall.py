@@ -1,6 +1,6 @@
 """In-context recall (MAD "in-context-recall", CR): recall the value paired with a key earlier in the sequence.
 
-Rule (mad-lab mad/data/instances.py ``generate_in_context_recall_instance``; spec §1):
+Rule (mad-lab mad/data/instances.py ``generate_in_context_recall_instance``; docs/mad-benchmark.md §1):
 - vocabulary: ``ns = vocab_size - noise_vocab_size`` (one less without multi_query: token ``vocab_size-1`` is then
   the copy prefix); keys ``[0, ns//2)``, values ``[ns//2, ns)``, noise ``[ns, ns+noise_vocab_size)``;
 - ``seq_len/2 - 1`` slots: each a uniform key with the value drawn (uniform) at the key's first appearance in the

@@ -1,6 +1,6 @@
 """Fuzzy in-context recall (MAD "fuzzy-in-context-recall", FR): recall with multi-token keys and values.
 
-Rule (mad-lab mad/data/instances.py ``generate_fuzzy_in_context_recall_instance``; spec §3):
+Rule (mad-lab mad/data/instances.py ``generate_fuzzy_in_context_recall_instance``; docs/mad-benchmark.md §3):
 - vocabulary: pad ``vocab_size-1`` (multi_query; else copy prefix ``vocab_size-1`` and pad ``vocab_size-2``),
   ``ns = vocab_size - 1 (or 2) - noise_vocab_size``, key tokens ``[0, ns//2)``, value tokens ``[ns//2, ns)``;
 - a key of size s is an ordered s-tuple of distinct key tokens, uniform over all of them; values likewise. Key sizes

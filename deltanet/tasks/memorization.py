@@ -1,7 +1,7 @@
 """Memorization (MAD "memorization", M): recall values of a fixed key→value map learned in the weights.
 
 Rule (mad-lab mad/data/instances.py ``generate_memorization_instance``, ``generate_kv_map``; the map is built in
-mad/configs.py ``instance_fn_kwargs``; spec §4):
+mad/configs.py ``instance_fn_kwargs``; docs/mad-benchmark.md §4):
 - insert token ``vocab_size - 1``; keys ``[0, (V-1)//2)``, values ``[(V-1)//2, V-1)`` with ``V = vocab_size``;
 - the map: a generator seeded 12345 of its own shuffles the keys, then the values, and zips them (one value unused
   when V-1 is odd); the same map serves train and test and every call;

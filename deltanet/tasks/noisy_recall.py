@@ -1,9 +1,10 @@
 """Noisy in-context recall (MAD "noisy-in-context-recall", NR): in-context recall with noise slots.
 
-Rule (mad-lab mad/data/instances.py ``generate_noisy_in_context_recall_instance``; spec §2): exactly the
-in-context recall generator with ``noise_vocab_size`` and ``frac_noise`` set. A noise slot is two uniform tokens
-from ``[ns, ns + noise_vocab_size)`` in place of a key-value pair; its targets are -100 at test time, and predicted
-like every token at training time (full next-token shift). Baseline vocab 32 = 8 keys + 8 values + 16 noise tokens.
+Rule (mad-lab mad/data/instances.py ``generate_noisy_in_context_recall_instance``; docs/mad-benchmark.md §2):
+exactly the in-context recall generator with ``noise_vocab_size`` and ``frac_noise`` set. A noise slot is two
+uniform tokens from ``[ns, ns + noise_vocab_size)`` in place of a key-value pair; its targets are -100 at test time,
+and predicted like every token at training time (full next-token shift). Baseline vocab 32 = 8 keys + 8 values + 16
+noise tokens.
 """
 
 from __future__ import annotations

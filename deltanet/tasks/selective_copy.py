@@ -1,6 +1,6 @@
 """Selective copying (MAD "selective-copying", SC): copy the data tokens scattered among blanks, in order.
 
-Rule (mad-lab mad/data/instances.py ``generate_copying_instance(selective=True)``; spec §6):
+Rule (mad-lab mad/data/instances.py ``generate_copying_instance(selective=True)``; docs/mad-benchmark.md §6):
 - copy token ``vocab_size - 1``, blank ``vocab_size - 2``, data tokens ``[0, vocab_size - 2)``;
 - ``n = num_tokens_to_copy`` data tokens uniform with replacement; ``b = seq_len - 2n - 1`` blanks, each inserted
   before the data token at a position uniform in ``[0, n)`` (numpy ``insert``), so the last data token is always

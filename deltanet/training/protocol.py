@@ -1,4 +1,4 @@
-"""MAD's training protocol rules (``../shared/spec/mad-benchmark.md`` §7) as small pure functions.
+"""MAD's training protocol rules (``docs/mad-benchmark.md`` §7) as small pure functions.
 
 - Reported metrics come from the epoch with the **lowest test perplexity** (Lightning ``ModelCheckpoint``, mode
   min: a later epoch replaces the best only when strictly lower, so ties keep the earlier; NaN never wins).

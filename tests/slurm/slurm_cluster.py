@@ -6,7 +6,7 @@ system SLURM or munge. The daemons run in the foreground as children of the test
 ``slurmctld -D``, ``slurmd -D``); teardown stops exactly those PIDs and nothing else.
 
 The node imitates a GPU node: four fake GPUs (``gres.conf``: ``Name=gpu File=/dev/null`` and three more character
-devices, the CI recipe of ../shared/spec/workflow-and-cluster.md §4) and, via ``SlurmdParameters=config_overrides``,
+devices, as in docs/slurm-test-cluster.md) and, via ``SlurmdParameters=config_overrides``,
 16 CPUs and 64 GB declared regardless of the real hardware, so a cluster profile's full-scale requests (``--gpus=1
 --cpus-per-gpu=N --mem=...``) are schedulable verbatim on a small CI machine.
 
