@@ -19,6 +19,7 @@ configfile: "config.yaml"
 
 
 check_config(config)
+check_results_folder()
 SCALE = resolve_and_announce_scale(config)
 VARIANTS = selected(config, "variants")
 TASKS = selected(config, "tasks")

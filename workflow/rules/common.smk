@@ -41,6 +41,14 @@ def check_yaml_file(path):
             raise WorkflowError(str(err)) from None
 
 
+def check_results_folder():
+    """Snakemake fails with a traceback when results/ is not a folder (even for -n): say it in one line."""
+    if Path("results").exists() and not Path("results").is_dir():
+        raise WorkflowError(
+            "results exists but is not a directory: move it away (the workflow writes its outputs under results/)"
+        )
+
+
 def check_config(config):
     """The CLI's checks, raised as a WorkflowError before any job is built; numbers given as strings are converted.
 
