@@ -29,9 +29,17 @@ def copy_workflow(dst: Path, profiles: bool = False) -> Path:
     return dst
 
 
-def env(extra_path: Path | None = None, unset: tuple[str, ...] = ()) -> dict[str, str]:
-    """This interpreter's bin first (jobs call `python`), and no PYTHONPATH: jobs must import the copy's package."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", *unset)}
+def env(extra_path: Path | None = None, changes: dict[str, str | None] | None = None) -> dict[str, str]:
+    """This interpreter's bin first (jobs call `python`), and no PYTHONPATH: jobs must import the copy's package.
+
+    ``changes`` sets variables, or removes those given as None.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for key, value in (changes or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     path = [str(Path(sys.executable).parent), env.get("PATH", "")]
     if extra_path is not None:
         path.insert(0, str(extra_path))
@@ -40,10 +48,10 @@ def env(extra_path: Path | None = None, unset: tuple[str, ...] = ()) -> dict[str
 
 
 def snakemake(workdir: Path, *args: str, extra_path: Path | None = None, check: bool = True, timeout: int = 600,
-              unset: tuple[str, ...] = ()):
-    """Run Snakemake in ``workdir``; ``unset`` names environment variables to drop for this call."""
+              env_changes: dict[str, str | None] | None = None):
+    """Run Snakemake in ``workdir``; ``env_changes`` as in :func:`env`."""
     cmd = [sys.executable, "-m", "snakemake", *args]
-    proc = subprocess.run(cmd, cwd=workdir, env=env(extra_path, unset), capture_output=True, text=True,
+    proc = subprocess.run(cmd, cwd=workdir, env=env(extra_path, env_changes), capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
     proc.output = proc.stdout + proc.stderr
     if check and proc.returncode != 0:

@@ -147,7 +147,7 @@ needs_no_gpu = pytest.mark.skipif(nvidia_gpu_visible(), reason="this machine has
     ],
 )  # fmt: skip
 def test_settings_that_need_a_gpu_are_refused_before_any_job_on_a_cpu_machine(workdir, setting, message):
-    run = snakemake(workdir, "--cores", "1", "--config", setting, check=False, unset=("TRITON_INTERPRET",))
+    run = snakemake(workdir, "--cores", "1", "--config", setting, check=False, env_changes={"TRITON_INTERPRET": None})
     assert run.returncode == 1
     assert message in last_lines(run.output), run.output
     assert "rule verify_kernels" not in run.output  # no job started, and none of its outputs was deleted

@@ -3,7 +3,7 @@ files, a second Snakemake call during a run, and `kill -9` of Snakemake. Each fa
 console's last lines."""
 
 import os
-import shutil
+import re
 import signal
 import subprocess
 import sys
@@ -107,6 +107,17 @@ def test_a_failing_job_shows_its_cause_in_the_last_lines(heal):
     cause = "deltanet train: error: RuntimeError: loop body fails on purpose"
     assert f"deltanet-repro: train (scale=tiny, variant={name}, task={TASK}) failed: {cause}" in last_lines(run.output)
     assert f"Logfile results/tiny/logs/train/{name}/{TASK}.log:" in run.output  # the profile shows the whole log
+
+
+def test_failed_kernel_checks_show_their_headline_in_the_last_lines(tmp_path):
+    """verify-kernels ends with an indented list of failed checks: the console names the headline above it."""
+    workdir = copy_workflow(tmp_path / "wf", profiles=True)
+    write_config(workdir, variants=VARIANTS[:1], tasks=[TASK])
+    run = snakemake(workdir, "--cores", "1", check=False, env_changes={"DELTANET_KERNEL_FAULT": "drop_state_update"})
+    assert run.returncode == 1
+    assert re.search(r"deltanet-repro: verify_kernels \(scale=tiny\) failed: verify-kernels: \d+ of \d+ checks FAILED",
+                     last_lines(run.output)), run.output  # fmt: skip
+    assert "rule train:" not in run.output
 
 
 def test_a_dry_run_with_other_settings_writes_nothing(workdir, tmp_path):

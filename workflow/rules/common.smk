@@ -59,9 +59,8 @@ def check_config(config):
         validate_config(config, source="config")
         for name in selected(config, "variants"):
             get_variant(name)
-    except (
-        ValueError
-    ) as err:  # ConfigError, or the registry's message for a broken variant module
+    # ConfigError, or the registry's one-line message for a broken variant module
+    except ValueError as err:
         raise WorkflowError(str(err)) from None
 
 
@@ -136,15 +135,21 @@ def check_runnable_here(config, scale):
 
 
 def report_failed_jobs():
-    """From `onerror`: one line per failed job, its rule, wildcards and the last line of its log (the cause).
+    """From `onerror`: one line per failed job, its rule, wildcards and the cause from its log.
 
-    Snakemake's own summary of a failure ends in a few lines that never name the cause; these come just before them.
+    The cause is the log's last line that is not indented: a `deltanet` command's closing error line, or the
+    headline above an indented list (verify-kernels' failed checks). Snakemake's own summary of a failure ends in a
+    few lines that never name the cause; these come just before them.
     """
     for job in sorted(workflow.scheduler.failed, key=str):
         logs = [Path(p) for p in job.log if Path(p).is_file()]
         lines = logs[0].read_text(errors="replace").splitlines() if logs else []
         cause = next(
-            (line for line in reversed(lines) if line.strip()),
+            (
+                line
+                for line in reversed(lines)
+                if line.strip() and not line[0].isspace()
+            ),
             "no log written; see the error above",
         )
         where = ", ".join(f"{k}={v}" for k, v in job.wildcards_dict.items())
