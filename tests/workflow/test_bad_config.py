@@ -161,7 +161,7 @@ def test_a_cluster_executor_submits_the_full_scale_from_a_gpu_less_machine(workd
     """Jobs that run elsewhere are not refused: the SLURM executor gets as far as submitting (no SLURM here)."""
     run = snakemake(workdir, "--executor", "slurm", "--jobs", "1", "--config", "scale=full", "variants=[delta_net_4layer]",
                     "tasks=[memorization]", "--default-resources", "slurm_account=none", "slurm_partition=none",
-                    check=False)  # fmt: skip
+                    "--slurm-init-seconds-before-status-checks", "1", check=False)  # fmt: skip
     assert run.returncode == 1
     assert "needs a GPU" not in run.output
     assert "Job submission failed" in run.output, run.output
