@@ -9,17 +9,31 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
-
-
 include: "workflow/rules/common.smk"
 
 
+check_yaml_file("config.yaml")
+
+
+configfile: "config.yaml"
+
+
 check_config(config)
+check_results_folder()
 SCALE = resolve_and_announce_scale(config)
 VARIANTS = selected(config, "variants")
 TASKS = selected(config, "tasks")
-write_effective_config(config)
+JOB_CONFIG, JOB_CONFIG_TEXT = job_config(config)
+
+
+# Real runs only (never -n), after Snakemake took the lock and before any job runs or any output is deleted.
+onstart:
+    check_runnable_here(config, SCALE)
+    write_job_config(JOB_CONFIG, JOB_CONFIG_TEXT)
+
+
+onerror:
+    report_failed_jobs()
 
 
 # Built from the registries, so a path with an unknown variant or task matches no rule.
@@ -41,5 +55,7 @@ rule all:
     default_target: True
     input:
         expand(rules.verify_kernels.output.summary, scale=SCALE),
+        # Every run file is a target: Snakemake skips a missing intermediate file whose consumers look up to date.
+        expand(rules.train.output.runs, scale=SCALE, variant=VARIANTS, task=TASKS),
         expand(rules.aggregate.output.csv, scale=SCALE),
         expand(rules.report.output.html, scale=SCALE),

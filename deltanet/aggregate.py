@@ -89,7 +89,10 @@ def read_run_files(paths: Iterable[str | Path], check_names: bool = True) -> pd.
     frames = []
     for path in paths:
         path = Path(path)
-        df = read_runs(path)
+        try:
+            df = read_runs(path)
+        except RunFileError as err:  # a corrupt or truncated file: say how to get it back
+            raise RunFileError(f"{err}; rebuild it with: rm -f {path} && snakemake --cores all") from err
         if check_names and len(df):
             variants, tasks = set(df["variant"]), set(df["task"])
             if variants != {path.parent.name} or tasks != {path.stem}:

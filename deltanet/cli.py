@@ -1,9 +1,14 @@
-"""``deltanet`` command line: one sub-command per stage, each implemented by a module's ``main(argv)``."""
+"""``deltanet`` command line: one sub-command per stage, each implemented by a module's ``main(argv)``.
+
+A command that fails on an unexpected exception prints the traceback and then one last line naming the cause
+(``deltanet <command>: error: <type>: <message>``): under Snakemake that line is what the console shows of the job.
+"""
 
 from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 
 # sub-command -> (module, function, one-line help)
 COMMANDS = {
@@ -34,7 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deltanet: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module, func, _ = COMMANDS[command]
-    return getattr(importlib.import_module(module), func)(rest) or 0
+    try:
+        return getattr(importlib.import_module(module), func)(rest) or 0
+    except Exception as err:
+        traceback.print_exc()
+        print(f"deltanet {command}: error: {type(err).__name__}: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -2,6 +2,10 @@
 
 Structure checks come from ``workflow/schemas/config.schema.yaml`` (JSON Schema 2020-12, the same file the Snakefile
 validates with); name checks (variants, tasks, scale) come from the registries. Every error names the key.
+
+Before the checks, numbers and booleans written as strings are converted where the schema asks for them: Snakemake
+passes the items of a ``--config`` list as strings (``seeds=[1,2]`` gives ``['1', '2']``), and YAML 1.1 reads
+``5e-3`` (no dot in the mantissa) as a string.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -25,16 +30,59 @@ class ConfigError(ValueError):
     """A config value is wrong; the message names the key, the bad value and what is allowed."""
 
 
-def load_config(path: str | Path) -> dict:
+def read_yaml(path: str | Path) -> object:
+    """Parse a YAML file; a syntax error is one line naming the file and the line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        config = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark else ""
+        what = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"config file {path}{where}: not valid YAML ({' '.join(what.split())})") from err
+
+
+def load_config(path: str | Path) -> dict:
+    config = coerce_to_schema(read_yaml(path))
     validate_config(config, source=str(path))
     return resolve_profiles(config)
+
+
+# What a string must look like to count as a number of each schema type (YAML 1.2 / Python spellings).
+_SCALARS = {
+    "integer": (re.compile(r"[-+]?\d+"), int),
+    "number": (re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"), float),
+    "boolean": (re.compile(r"true|false"), lambda text: text == "true"),
+}
+
+
+def coerce_to_schema(config: object, schema: dict | None = None) -> object:
+    """A copy of ``config`` with strings converted where the schema wants an integer, number or boolean.
+
+    Only strings that spell such a value exactly are converted (``"12"`` -> 12, ``"5e-3"`` -> 0.005,
+    ``"false"`` -> False); anything else is left for the schema check to report.
+    """
+    root = yaml.safe_load(SCHEMA_PATH.read_text()) if schema is None else schema
+
+    def walk(value, node):
+        while "$ref" in node:  # local refs only: "#/$defs/name"
+            node = root["$defs"][node["$ref"].rsplit("/", 1)[1]]
+        if isinstance(value, str) and node.get("type") in _SCALARS:
+            pattern, convert = _SCALARS[node["type"]]
+            return convert(value) if pattern.fullmatch(value) else value
+        if isinstance(value, list) and isinstance(node.get("items"), dict):
+            return [walk(item, node["items"]) for item in value]
+        if isinstance(value, dict):
+            fallback = node.get("additionalProperties")
+            return {
+                key: walk(item, node.get("properties", {}).get(key, fallback if isinstance(fallback, dict) else {}))
+                for key, item in value.items()
+            }
+        return value
+
+    return walk(config, root)
 
 
 def validate_config(config: object, source: str = "config") -> None:

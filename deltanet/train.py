@@ -40,7 +40,7 @@ def _ensure_malloc_env(argv: list[str]) -> None:
         return
     env = {**os.environ, **{k: os.environ.get(k, v) for k, v in MALLOC_ENV.items()}}
     sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "deltanet.train", *argv], env)
+    os.execve(sys.executable, [sys.executable, "-m", "deltanet", "train", *argv], env)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

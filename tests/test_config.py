@@ -4,7 +4,8 @@ import copy
 
 import pytest
 
-from deltanet.config import ConfigError, REPO_ROOT, load_config, resolve_scale, selected, validate_config
+from deltanet.config import (ConfigError, REPO_ROOT, coerce_to_schema, load_config, resolve_scale, selected,
+                             validate_config)
 
 
 @pytest.fixture(scope="module")
@@ -38,3 +39,47 @@ def test_bad_values_fail_naming_the_key(config, edit, key):
     edit(bad)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate_config(bad)
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda c: c.update(seeds=["1", "2"]), lambda c: c["seeds"] == [1, 2]),  # snakemake --config 'seeds=[1,2]'
+        (lambda c: c["scales"]["tiny"]["optim"].update(lrs=["5e-3"], min_lr="1e-6"),  # YAML 1.1 reads 5e-3 as text
+         lambda c: c["scales"]["tiny"]["optim"]["lrs"] == [0.005] and c["scales"]["tiny"]["optim"]["min_lr"] == 1e-6),
+        (lambda c: c["container"].update(fakeroot="false"), lambda c: c["container"]["fakeroot"] is False),
+        (lambda c: c["scales"]["tiny"]["model"].update(dim="64"), lambda c: c["scales"]["tiny"]["model"]["dim"] == 64),
+    ],
+    ids=["int_list", "yaml_1_1_floats", "boolean", "int"],
+)  # fmt: skip
+def test_numbers_written_as_strings_are_converted_where_the_schema_wants_them(config, edit, expected):
+    given = copy.deepcopy(config)
+    edit(given)
+    converted = coerce_to_schema(given)
+    assert expected(converted)
+    validate_config(converted)
+
+
+def test_strings_that_are_no_numbers_stay_for_the_schema_to_report(config):
+    bad = copy.deepcopy(config)
+    bad.update(seeds=["1", "1e3x"], variants=["12"])
+    converted = coerce_to_schema(bad)
+    assert converted["seeds"] == [1, "1e3x"] and converted["variants"] == ["12"]
+    with pytest.raises(ConfigError, match=r"key 'seeds\.1': '1e3x' is not of type 'integer'"):
+        validate_config(converted)
+
+
+def test_load_config_reads_yaml_1_1_floats_and_names_the_line_of_a_syntax_error(tmp_path):
+    text = (REPO_ROOT / "config.yaml").read_text()
+    good = tmp_path / "good.yaml"
+    good.write_text(text.replace("min_lr: 1.0e-6", "min_lr: 1e-6", 1))
+    assert load_config(good)["scales"]["tiny"]["optim"]["min_lr"] == 1e-6
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("seeds: [12345]", "seeds: [12345", 1))
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    message = str(err.value)
+    assert message.startswith(f"config file {bad}, line ") and "\n" not in message
+    assert ": not valid YAML (expected ',' or ']', but got " in message
+    seeds_line = 1 + text.splitlines().index("seeds: [12345]")
+    assert seeds_line < int(message.split(", line ")[1].split(":")[0]) < seeds_line + 5  # where the parser noticed

@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import pkgutil
+import traceback
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -87,7 +88,21 @@ def get_variant(name: str) -> Variant:
         close = difflib.get_close_matches(name, names, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown variant {name!r}.{hint} Known variants: {', '.join(names)}")
-    return _from_module(name, importlib.import_module(f"{__name__}.{name}"))
+    return _from_module(name, _import_variant(name))
+
+
+def _import_variant(name: str) -> ModuleType:
+    """Import a variant module; any error while importing it becomes one ValueError line naming file and line."""
+    path = PACKAGE_DIR / f"{name}.py"
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except Exception as err:  # a syntax error, a bad import, a failing module-level statement: all name the file
+        if isinstance(err, SyntaxError) and err.filename == str(path):
+            line, message = err.lineno, err.msg
+        else:
+            frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename == str(path)]
+            line, message = (frames[-1].lineno if frames else "?"), str(err)
+        raise ValueError(f"variant module {path}, line {line}: {type(err).__name__}: {message}") from err
 
 
 def all_variants() -> list[Variant]:

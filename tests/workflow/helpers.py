@@ -17,9 +17,10 @@ REPO = Path(__file__).resolve().parents[2]
 WORKFLOW_FILES = ("Snakefile", "config.yaml", "pyproject.toml", "Dockerfile", "requirements", "workflow", "deltanet")
 
 
-def copy_workflow(dst: Path) -> Path:
+def copy_workflow(dst: Path, profiles: bool = False) -> Path:
+    """Copy what a checkout needs to run; with ``profiles`` also profiles/ (then profiles/default applies)."""
     dst.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_FILES:
+    for name in WORKFLOW_FILES + (("profiles",) if profiles else ()):
         src = REPO / name
         if src.is_dir():
             shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -28,9 +29,17 @@ def copy_workflow(dst: Path) -> Path:
     return dst
 
 
-def env(extra_path: Path | None = None) -> dict[str, str]:
-    """This interpreter's bin first (jobs call `python`), and no PYTHONPATH: jobs must import the copy's package."""
+def env(extra_path: Path | None = None, changes: dict[str, str | None] | None = None) -> dict[str, str]:
+    """This interpreter's bin first (jobs call `python`), and no PYTHONPATH: jobs must import the copy's package.
+
+    ``changes`` sets variables, or removes those given as None.
+    """
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for key, value in (changes or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     path = [str(Path(sys.executable).parent), env.get("PATH", "")]
     if extra_path is not None:
         path.insert(0, str(extra_path))
@@ -38,9 +47,12 @@ def env(extra_path: Path | None = None) -> dict[str, str]:
     return env
 
 
-def snakemake(workdir: Path, *args: str, extra_path: Path | None = None, check: bool = True, timeout: int = 600):
+def snakemake(workdir: Path, *args: str, extra_path: Path | None = None, check: bool = True, timeout: int = 600,
+              env_changes: dict[str, str | None] | None = None):
+    """Run Snakemake in ``workdir``; ``env_changes`` as in :func:`env`."""
     cmd = [sys.executable, "-m", "snakemake", *args]
-    proc = subprocess.run(cmd, cwd=workdir, env=env(extra_path), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=workdir, env=env(extra_path, env_changes), capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
     proc.output = proc.stdout + proc.stderr
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.output[-6000:]}")
@@ -83,6 +95,11 @@ def write_config(workdir: Path, **changes) -> dict:
     config.update(changes)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return config
+
+
+def last_lines(output: str, n: int = 5) -> str:
+    """The last ``n`` non-blank lines of a console output: where a failure's cause must be."""
+    return "\n".join([line for line in output.splitlines() if line.strip()][-n:])
 
 
 NOTHING_TO_DO = "Nothing to be done"

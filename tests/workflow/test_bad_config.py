@@ -1,8 +1,17 @@
-"""A bad config fails before any job runs, with a message naming the key (the same checks as the CLI)."""
+"""A bad config fails before any job runs, with one line naming the key (the same checks as the CLI).
+
+Values that only look wrong are accepted: numbers that Snakemake's ``--config`` or YAML 1.1 hand over as strings.
+"""
+
+import re
 
 import pytest
 
-from .helpers import copy_workflow, snakemake, write_config
+from deltanet.config import nvidia_gpu_visible
+
+from .helpers import copy_workflow, job_counts, last_lines, snakemake, write_config
+
+BROKEN_VARIANT = "delta_net_4layer_zz_broken_in_for_loop"
 
 
 @pytest.fixture(scope="module")
@@ -22,13 +31,14 @@ def config_with(workdir):
     (workdir / "config.yaml").write_text(original)
 
 
-def fails_before_any_job(workdir, *fragments):
-    run = snakemake(workdir, "--cores", "1", check=False)
-    assert run.returncode != 0
+def fails_before_any_job(workdir, *fragments, args=("--cores", "1")):
+    run = snakemake(workdir, *args, check=False)
+    assert run.returncode == 1, run.output
     for fragment in fragments:
-        assert fragment in run.output, run.output
+        assert fragment in last_lines(run.output), run.output
     assert "Building DAG" not in run.output
     assert not (workdir / "results").exists()
+    return run
 
 
 @pytest.mark.parametrize(
@@ -36,11 +46,122 @@ def fails_before_any_job(workdir, *fragments):
     [
         ({"learning_rate": 0.1}, ["(top level)", "'learning_rate' was unexpected"]),
         ({"seeds": "12345"}, ["key 'seeds'", "is not of type 'array'"]),
+        ({"seeds": ["1", "two"]}, ["key 'seeds.1'", "'two' is not of type 'integer'"]),
         ({"variants": ["delta_net_4layer", "delta_net_typo"]}, ["key 'variants'", "delta_net_typo", "delta_net_4layer"]),
         ({"tasks": ["compression", "recall"]}, ["key 'tasks'", "'recall'", "context_recall"]),
         ({"variants": []}, ["key 'variants'"]),
+        ({"scale": "huge"}, ["key 'scale' is 'huge'; allowed: auto, tiny, full"]),
+        ({"kernels": "fast"}, ["key 'kernels'", "'fast' is not one of ['auto', 'triton', 'naive']"]),
     ],
-    ids=["unknown_key", "wrong_type", "unknown_variant", "unknown_task", "empty_variant_list"],
-)
+    ids=["unknown_key", "wrong_type", "not_a_number", "unknown_variant", "unknown_task", "empty_variant_list",
+         "unknown_scale", "unknown_kernels"],
+)  # fmt: skip
 def test_bad_config_fails_before_any_job(config_with, changes, fragments):
     fails_before_any_job(config_with(**changes), *fragments)
+
+
+def test_config_yaml_that_is_no_yaml_fails_naming_file_and_line(config_with, workdir):
+    path = workdir / "config.yaml"
+    path.write_text(path.read_text().replace("seeds: [12345]", "seeds: [12345"))
+    fails_before_any_job(workdir, "config file config.yaml, line ", ": not valid YAML (expected ',' or ']', but got")
+
+
+def test_a_configfile_that_is_no_yaml_fails_before_any_job(workdir):
+    """Snakemake reads --configfile files itself, before the workflow: its own one-line message."""
+    (workdir / "broken.yaml").write_text("seeds: [1, 2\n")
+    run = snakemake(workdir, "--dry-run", "--configfile", "broken.yaml", check=False)
+    assert run.returncode == 1
+    assert "Config file is not valid JSON or YAML" in last_lines(run.output) and "Building DAG" not in run.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--config", "seeds=[1,2]"), ("--config", "seeds=[7]", "container={image: build, fakeroot: false}")],
+    ids=["seed_list", "boolean"],
+)
+def test_values_that_config_passes_as_strings_are_accepted(workdir, args):
+    """Snakemake's --config hands list and mapping items over as strings ('1', 'false'): they are converted."""
+    run = snakemake(workdir, "--dry-run", *args)
+    assert job_counts(run.output)["train"] > 0
+
+
+def test_a_yaml_1_1_float_in_config_yaml_is_accepted(config_with, workdir):
+    """`5e-3` (no dot) is a string to YAML 1.1 readers; the workflow and `deltanet train` read it as 0.005."""
+    path = workdir / "config.yaml"
+    text, n = re.subn(r"lrs: \[[^\]]*\]", "lrs: [5e-3]", path.read_text(), count=1)
+    assert n == 1
+    path.write_text(text)
+    run = snakemake(workdir, "--dry-run", "--printshellcmds")
+    assert job_counts(run.output)["train"] > 0
+
+
+@pytest.fixture
+def broken_variant(workdir):
+    path = workdir / "deltanet" / "variants" / f"{BROKEN_VARIANT}.py"
+    yield path
+    path.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ('"""Broken."""\n\nMIXER = "delta"\ndef loop_body(chunk, carry, params:\n', "line 4: SyntaxError: "),
+        ('"""Broken."""\n\nimport torch\nfrom deltanet.variants._common import no_such_helper\n',
+         "line 4: ImportError: cannot import name 'no_such_helper'"),
+    ],
+    ids=["syntax_error", "import_error"],
+)  # fmt: skip
+def test_a_broken_variant_file_fails_the_dag_build_and_deltanet_variants(workdir, broken_variant, source, message):
+    """Named file and line in one message: at DAG build (also -n) and from `deltanet variants`."""
+    import subprocess
+    import sys
+
+    from .helpers import env
+
+    broken_variant.write_text(source)
+    run = fails_before_any_job(workdir, f"{broken_variant.name}, {message}", args=("--dry-run",))
+    assert "Traceback" not in run.output
+    listing = subprocess.run([sys.executable, "-m", "deltanet", "variants"], cwd=workdir, env=env(),
+                             capture_output=True, text=True)  # fmt: skip
+    assert listing.returncode == 1
+    (line,) = listing.stderr.strip().splitlines()
+    assert line.startswith(f"deltanet variants: variant module {broken_variant}, {message}"), line
+
+
+def test_a_broken_variant_that_is_not_selected_does_not_block(workdir, broken_variant):
+    broken_variant.write_text('"""Broken."""\n\ndef loop_body(:\n')
+    run = snakemake(workdir, "--dry-run", "--config", "variants=[delta_net_4layer]")
+    assert job_counts(run.output)["train"] == 6
+
+
+needs_no_gpu = pytest.mark.skipif(nvidia_gpu_visible(), reason="this machine has a GPU: nothing is refused")
+
+
+@needs_no_gpu
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("scale=full", "scale 'full' needs a GPU per job (scales.full.resources.gpu) and this machine, where the jobs "
+                       "would run, has no NVIDIA GPU"),
+        ("kernels=triton", "kernels 'triton' needs an NVIDIA GPU and this machine, where the jobs would run, has none"),
+    ],
+)  # fmt: skip
+def test_settings_that_need_a_gpu_are_refused_before_any_job_on_a_cpu_machine(workdir, setting, message):
+    run = snakemake(workdir, "--cores", "1", "--config", setting, check=False, env_changes={"TRITON_INTERPRET": None})
+    assert run.returncode == 1
+    assert message in last_lines(run.output), run.output
+    assert "rule verify_kernels" not in run.output  # no job started, and none of its outputs was deleted
+    assert not (workdir / "results" / "full").exists()
+    # a dry run only plans: the plan of a GPU scale can be read on a CPU machine
+    assert job_counts(snakemake(workdir, "--dry-run", "--config", setting).output)["train"] > 0
+
+
+@needs_no_gpu
+def test_a_cluster_executor_submits_the_full_scale_from_a_gpu_less_machine(workdir):
+    """Jobs that run elsewhere are not refused: the SLURM executor gets as far as submitting (no SLURM here)."""
+    run = snakemake(workdir, "--executor", "slurm", "--jobs", "1", "--config", "scale=full", "variants=[delta_net_4layer]",
+                    "tasks=[memorization]", "--default-resources", "slurm_account=none", "slurm_partition=none",
+                    "--slurm-init-seconds-before-status-checks", "1", check=False)  # fmt: skip
+    assert run.returncode == 1
+    assert "needs a GPU" not in run.output
+    assert "Job submission failed" in run.output, run.output

@@ -7,6 +7,7 @@ variant reruns only its jobs, and they list only files that exist (a module that
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -17,6 +18,9 @@ from snakemake.settings.types import DeploymentMethod
 
 from deltanet.config import (
     ConfigError,
+    coerce_to_schema,
+    nvidia_gpu_visible,
+    read_yaml,
     resolve_profiles,
     resolve_scale,
     selected,
@@ -27,17 +31,38 @@ from deltanet.tasks import TASK_IDS, task_settings
 from deltanet.variants import get_variant, variant_names
 
 PACKAGE = Path("deltanet")
-# The effective config (config.yaml merged with --configfile/--config), as the `deltanet` commands read it.
-EFFECTIVE_CONFIG = "results/effective-config.yaml"
+
+
+def check_yaml_file(path):
+    """A YAML syntax error in ``path`` as one line naming file and line (Snakemake's own message names neither)."""
+    if Path(path).is_file():
+        try:
+            read_yaml(path)
+        except ConfigError as err:
+            raise WorkflowError(str(err)) from None
+
+
+def check_results_folder():
+    """Snakemake fails with a traceback when results/ is not a folder (even for -n): say it in one line."""
+    if Path("results").exists() and not Path("results").is_dir():
+        raise WorkflowError(
+            "results exists but is not a directory: move it away (the workflow writes its outputs under results/)"
+        )
 
 
 def check_config(config):
-    """The CLI's checks (schema, then registered names), raised as a WorkflowError before any job is built; then
-    each scale's model resolved against its fidelity profile (so a profile edit reruns the jobs it changes).
+    """The CLI's checks, raised as a WorkflowError before any job is built; numbers given as strings are converted.
+
+    Schema, then registered names, then every selected variant module must import (a syntax error names its line);
+    then each scale's model is resolved against its fidelity profile (a profile edit reruns the jobs it changes).
     """
+    config.update(coerce_to_schema(config))
     try:
         validate_config(config, source="config")
-    except ConfigError as err:
+        for name in selected(config, "variants"):
+            get_variant(name)
+    # ConfigError, or the registry's one-line message for a broken variant module
+    except ValueError as err:
         raise WorkflowError(str(err)) from None
     resolve_profiles(config)
 
@@ -57,12 +82,83 @@ def resolve_and_announce_scale(config):
     return scale
 
 
-def write_effective_config(config):
-    """Write the merged config for the jobs (only when it changed; it is no input, params track what matters)."""
-    text = yaml.safe_dump(dict(config), sort_keys=False)
-    path = Path(EFFECTIVE_CONFIG)
-    if not path.is_file() or path.read_text() != text:
+def job_config(config):
+    """``(path, text)`` of the config the jobs read: config.yaml merged with --configfile/--config.
+
+    The path names the sha256 of the text, so a file never changes once written: another Snakemake call with other
+    settings (even one refused by the lock) names another file, and a running job keeps reading its own.
+    """
+    text = yaml.safe_dump(dict(config), sort_keys=True)
+    return (
+        f"results/configs/{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml",
+        text,
+    )
+
+
+def job_config_file(wildcards, output):
+    """JOB_CONFIG, as a param that Snakemake does not record (it skips params computed from a job's outputs).
+
+    Its name changes with any config edit; the settings a job reads are params of their own, so an edit reruns
+    only the jobs whose settings it changes.
+    """
+    return JOB_CONFIG
+
+
+def write_job_config(path, text):
+    """Write the jobs' config if it is not there yet; from `onstart`, so only a real run that holds the lock writes."""
+    if Path(path).is_file():
+        return
+    try:
         write_text_atomic(path, text)
+    except OSError as err:
+        raise WorkflowError(
+            f"cannot write {path} ({err.strerror or err}): results/ must be a writable directory"
+        ) from None
+
+
+def check_runnable_here(config, scale):
+    """Refuse, before any job, settings that need a GPU when the jobs would run on this machine and it has none.
+
+    A cluster executor runs the jobs elsewhere, so a GPU-less login node can still submit the full scale.
+    """
+    if not workflow.local_exec or nvidia_gpu_visible():
+        return
+    if config["scales"][scale]["resources"]["gpu"] > 0:
+        raise WorkflowError(
+            f"scale '{scale}' needs a GPU per job (scales.{scale}.resources.gpu) and this machine, where the jobs would "
+            "run, has no NVIDIA GPU: run on a GPU machine, submit through a cluster profile (--profile profiles/slurm), "
+            "or use --config scale=tiny"
+        )
+    # The Triton interpreter (TRITON_INTERPRET=1) runs the kernels on a CPU, slowly: for tests only.
+    if config["kernels"] == "triton" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise WorkflowError(
+            "kernels 'triton' needs an NVIDIA GPU and this machine, where the jobs would run, has none: "
+            "use --config kernels=auto (Triton on CUDA, naive elsewhere) or kernels=naive"
+        )
+
+
+def report_failed_jobs():
+    """From `onerror`: one line per failed job, its rule, wildcards and the cause from its log.
+
+    The cause is the log's last line that is not indented: a `deltanet` command's closing error line, or the
+    headline above an indented list (verify-kernels' failed checks). Snakemake's own summary of a failure ends in a
+    few lines that never name the cause; these come just before them.
+    """
+    for job in sorted(workflow.scheduler.failed, key=str):
+        logs = [Path(p) for p in job.log if Path(p).is_file()]
+        lines = logs[0].read_text(errors="replace").splitlines() if logs else []
+        cause = next(
+            (
+                line
+                for line in reversed(lines)
+                if line.strip() and not line[0].isspace()
+            ),
+            "no log written; see the error above",
+        )
+        where = ", ".join(f"{k}={v}" for k, v in job.wildcards_dict.items())
+        logger.error(
+            f"deltanet-repro: {job.rule.name} ({where}) failed: {cause.strip()}"
+        )
 
 
 def unregistered_run_pattern():

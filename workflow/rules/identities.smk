@@ -23,7 +23,7 @@ rule identities:
         mem_mb=2000,
         runtime=15,
     params:
-        config=EFFECTIVE_CONFIG,
+        config=job_config_file,
         model=lambda wc: canonical(scale_section(wc)["model"]),
         # the sequence length of each task setting: what the check runs at (nothing else of the tasks)
         settings=lambda wc: canonical(setting_seq_lens(scale_section(wc))),

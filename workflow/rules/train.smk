@@ -20,10 +20,11 @@ rule train:
         mem_mb=mem_mb,
         runtime=runtime,
     params:
-        # What the job reads from the config; a change here reruns exactly the jobs it concerns.
-        config=EFFECTIVE_CONFIG,
+        # the config file the job reads (results/configs/<content hash>.yaml)
+        config=job_config_file,
         # generated datasets, shared by every variant of a task (written atomically; safe to delete)
         cache_dir="results/{scale}/datasets",
+        # What the job reads from that file; a change here reruns exactly the jobs it concerns.
         task_settings=train_task_settings,
         grid=lambda wc: scale_section(wc)["grid"],
         model=lambda wc: canonical(scale_section(wc)["model"]),
