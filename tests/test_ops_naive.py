@@ -10,7 +10,7 @@ from deltanet.ops import (
     gated_delta_rule_chunkwise,
     gated_delta_rule_recurrence,
 )
-from deltanet.ops.common import ut_transform
+from deltanet.ops.chunkwise import ut_transform
 from deltanet.ops.compare import assert_close
 
 TOL = 1e-5  # relative RMS error, fp32

@@ -1,7 +1,7 @@
 """Delta-rule ops: one folder per op (``naive.py`` = the readable reference, ``chunk.py`` = our Triton kernels),
-shared loop seam in ``common.py``, shared kernels in ``common_kernels.py``, backend choice in ``dispatch.py``."""
+the chunk loop seam in ``chunkwise.py``, shared kernels in ``common_kernels.py``, backend choice in ``dispatch.py``."""
 
-from deltanet.ops.common import Carry, Chunk
+from deltanet.ops.chunkwise import Carry, Chunk
 from deltanet.ops.delta_rule import baseline_loop_body, delta_rule_chunkwise, delta_rule_recurrence
 from deltanet.ops.dispatch import resolve_backend
 from deltanet.ops.gated_delta_rule import gated_delta_rule_chunkwise, gated_delta_rule_recurrence, gated_loop_body

@@ -527,7 +527,7 @@ class ChunkDeltaRuleFunction(torch.autograd.Function):
 
 def chunk_rule(q, k, v, g, beta, chunk_size, scale, initial_state) -> tuple[Tensor, Tensor]:
     """Checked entry point shared by ``chunk_delta_rule`` (g=None) and ``chunk_gated_delta_rule``."""
-    from deltanet.ops.common import check_inputs
+    from deltanet.ops.chunkwise import check_inputs
 
     B, T, H, DK, DV = check_inputs(q, k, v, beta, g=g, initial_state=initial_state)
     if chunk_size not in CHUNK_SIZES:

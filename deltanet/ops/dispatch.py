@@ -114,7 +114,7 @@ def delta_rule(
 ) -> tuple[Tensor, Tensor]:
     """Delta rule through the chosen backend. ``variant`` (a :class:`deltanet.variants.Variant`, default the
     baseline) supplies the loop body for the naive path; ``params`` its learnable parameters; ``loop_precision``
-    how the naive path computes under autocast (:func:`deltanet.ops.common.loop_precision`). The Triton kernels
+    how the naive path computes under autocast (:func:`deltanet.ops.chunkwise.loop_precision`). The Triton kernels
     always accumulate in fp32 with dots in the precision of q's dtype, whatever the autocast state."""
     _check_mixer(variant, "delta")
     if _use_kernel(backend, q.device, chunk_size, variant):

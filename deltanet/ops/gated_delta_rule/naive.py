@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from deltanet.ops.common import (
+from deltanet.ops.chunkwise import (
     Carry,
     Chunk,
     InitCarry,
