@@ -124,7 +124,8 @@ class DeltaNetMixer(nn.Module):
         beta = torch.sigmoid(self.b_proj(x))
         # naive op with the variant's loop, or the Triton kernel when the variant declares USES_KERNEL
         loop = dict(
-            chunk_size=self.cfg.chunk_size, backend=self.cfg.kernels, variant=self.variant, params=self.loop_params,
+            chunk_size=self.cfg.chunk_size, backend=self.cfg.kernels, loop_body=self.variant.loop_body,
+            init_carry=self.variant.init_carry, params=self.loop_params, fused_ok=self.variant.uses_kernel,
             loop_precision=self.cfg.loop_precision,
         )  # fmt: skip
         if self.gated:
