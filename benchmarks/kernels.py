@@ -52,7 +52,7 @@ def implementations(op: str) -> dict:
             from fla.ops.gated_delta_rule import chunk_gated_delta_rule as fla_fn
         else:
             from fla.ops.delta_rule import chunk_delta_rule as fla_fn
-        impls["fla"] = lambda x: fla_fn(**x)[0]  # keyword arguments: fla's positional order differs (spec §2.3)
+        impls["fla"] = lambda x: fla_fn(**x)[0]  # keyword arguments: fla's positional order differs from ours after beta
     except Exception as exc:  # not installed, or fails to import
         print(f"fla not importable ({type(exc).__name__}); comparing with the naive loop only")
     return impls

@@ -1,6 +1,6 @@
 """Reference delta rule: token-by-token recurrence and the chunkwise (UT/WY) form, plain PyTorch, fp32 compute.
 
-Math (``../shared/spec/deltanet-math.md`` §1; fla ``fla/ops/delta_rule/naive.py``), row vectors, per head::
+Math (``docs/deltanet-math.md`` §1; fla ``fla/ops/delta_rule/naive.py``), row vectors, per head::
 
     S_t = S_{t-1} + k_tᵀ β_t (v_t − k_t S_{t-1}),     o_t = q_t S_t      (q pre-scaled by 1/√Dk)
 
