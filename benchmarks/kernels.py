@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deltanet.ops.kernels.launch import CHUNK_SIZES, enable_interpreter  # noqa: E402  (imports no triton)
+from deltanet.ops.kernels.launch import CHUNK_SIZES, enable_interpreter, interpreter_enabled  # noqa: E402
 from deltanet.ops.testing import make_inputs as harness_inputs  # noqa: E402
 from deltanet.ops.testing import rms_ratio  # noqa: E402
 
@@ -109,7 +109,7 @@ def aot_check(dims=(32, 64, 128), chunks=CHUNK_SIZES, dtypes=("bf16", "fp32")) -
     import subprocess
     import tempfile
 
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    if interpreter_enabled():
         print("--aot-check compiles real kernels: unset TRITON_INTERPRET")
         return 1
     import triton
