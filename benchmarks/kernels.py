@@ -23,20 +23,18 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from deltanet.ops.kernels.launch import CHUNK_SIZES, enable_interpreter, interpreter_enabled  # noqa: E402
+from deltanet.ops.testing import make_inputs as harness_inputs  # noqa: E402
+from deltanet.ops.testing import rms_ratio  # noqa: E402
+
 
 def make_inputs(op: str, B: int, T: int, H: int, D: int, dtype, device) -> dict:
-    q = F.normalize(torch.randn(B, T, H, D, device=device), dim=-1).to(dtype)
-    k = F.normalize(torch.randn(B, T, H, D, device=device), dim=-1).to(dtype)
-    v = torch.randn(B, T, H, D, device=device, dtype=dtype)
-    beta = torch.rand(B, T, H, device=device, dtype=dtype)
-    inputs = {"q": q, "k": k, "v": v, "beta": beta}
-    if op == "gated":
-        inputs["g"] = F.logsigmoid(torch.randn(B, T, H, device=device)) / 4
-    return {n: x.requires_grad_() for n, x in inputs.items()}
+    """The ops' test inputs (deltanet/ops/testing.py), as leaves that take gradients."""
+    x = harness_inputs(B, T, H, D, D, gated=op == "gated", dtype=dtype, device=device)
+    return {n: t.requires_grad_() for n, t in x.items()}
 
 
 def implementations(op: str) -> dict:
@@ -54,7 +52,7 @@ def implementations(op: str) -> dict:
             from fla.ops.gated_delta_rule import chunk_gated_delta_rule as fla_fn
         else:
             from fla.ops.delta_rule import chunk_delta_rule as fla_fn
-        # keyword arguments: fla's positional order differs (docs/deltanet-math.md §2.3)
+        # keyword arguments: fla's positional order differs from ours after beta (docs/deltanet-math.md §2.3)
         impls["fla"] = lambda x: fla_fn(**x)[0]
     except Exception as exc:  # not installed, or fails to import
         print(f"fla not importable ({type(exc).__name__}); comparing with the naive loop only")
@@ -91,8 +89,6 @@ def bench_cuda(ops, Ts, Ds, B=4, H=8, dtype=torch.bfloat16):
 
 
 def tiny_cpu_demo() -> None:
-    from deltanet.ops.compare import rms_ratio
-
     for op in ("delta", "gated"):
         impls = implementations(op)
         x = make_inputs(op, 1, 64, 2, 32, torch.float32, "cpu")
@@ -108,20 +104,21 @@ def tiny_cpu_demo() -> None:
 SMEM_LIMIT = 232448  # bytes of shared memory per block on sm_90 (227 KiB)
 
 
-def aot_check(dims=(32, 64, 128), chunks=(16, 32, 64), dtypes=("bf16", "fp32")) -> int:
+def aot_check(dims=(32, 64, 128), chunks=CHUNK_SIZES, dtypes=("bf16", "fp32")) -> int:
     """Compile every kernel for sm_90 without a GPU; returns the number of kernels over the shared-memory limit."""
     import re
     import subprocess
     import tempfile
 
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    if interpreter_enabled():
         print("--aot-check compiles real kernels: unset TRITON_INTERPRET")
         return 1
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    import deltanet.ops.common_kernels as ck
+    from deltanet.ops.kernels import backward, chunk_output, chunk_state, wy
+    from deltanet.ops.kernels.launch import launch_config
 
     cuobjdump = Path(triton.__file__).parent / "backends/nvidia/bin/cuobjdump"
     half_args = {"q_ptr", "k_ptr", "v_ptr", "beta_ptr", "o_ptr", "do_ptr", "dq_ptr", "dk_ptr", "dv_ptr", "dbeta_ptr"}
@@ -130,17 +127,17 @@ def aot_check(dims=(32, 64, 128), chunks=(16, 32, 64), dtypes=("bf16", "fp32")) 
     for D in dims:
         for C in chunks:
             for dt in dtypes:
-                cfg = ck.launch_config(D, D, C, torch_dt[dt], interpreted=False)
+                cfg = launch_config(D, D, C, torch_dt[dt], interpreted=False)
                 for use_g in (False, True):
                     base = dict(H=8, DK=D, DV=D, C=C, BK=cfg["BK"], USE_G=use_g, PREC=cfg["PREC"])
                     kernels = [
-                        (ck._wy_fwd_kernel, {**base, "BV": cfg["BV_o"], "NV": cfg["NV_o"]}, 3),
-                        (ck._fwd_h_kernel, {**base, "BV": cfg["BV_h"], "HAS_H0": True, "DROP_UPDATE": False},
+                        (wy.wy_fwd_kernel, {**base, "BV": cfg["BV_o"], "NV": cfg["NV_o"]}, 3),
+                        (chunk_state.fwd_h_kernel, {**base, "BV": cfg["BV_h"], "HAS_H0": True, "DROP_UPDATE": False},
                          cfg["S_h"]),
-                        (ck._fwd_o_kernel, {**base, "BV": cfg["BV_o"]}, 3),
-                        (ck._bwd_dh_kernel, {**base, "BV": cfg["BV_h"], "HAS_DHT": True}, cfg["S_h"]),
-                        (ck._bwd_vloop_kernel, {**base, "BV": cfg["BV_m"], "NV": cfg["NV_m"]}, 2),
-                        (ck._bwd_post_kernel, {k: v for k, v in base.items() if k != "DV"}, 1),
+                        (chunk_output.fwd_o_kernel, {**base, "BV": cfg["BV_o"]}, 3),
+                        (chunk_state.bwd_dh_kernel, {**base, "BV": cfg["BV_h"], "HAS_DHT": True}, cfg["S_h"]),
+                        (backward.bwd_vloop_kernel, {**base, "BV": cfg["BV_m"], "NV": cfg["NV_m"]}, 2),
+                        (backward.bwd_post_kernel, {k: v for k, v in base.items() if k != "DV"}, 1),
                     ]
                     for fn, consts, stages in kernels:
                         sig = {n: "constexpr" if n in consts else
@@ -172,15 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--D", nargs="+", type=int, default=[64, 128])
     parser.add_argument("--csv", type=Path, help="also write the table as CSV")
     parser.add_argument("--aot-check", action="store_true", help="compile for sm_90 without a GPU; check smem")
-    parser.add_argument("--chunks", nargs="+", type=int, default=[16, 32, 64], help="chunk sizes for --aot-check")
+    parser.add_argument("--chunks", nargs="+", type=int, default=list(CHUNK_SIZES), help="chunk sizes for --aot-check")
     args = parser.parse_args(argv)
     if args.aot_check:
         return aot_check(dims=tuple(args.D if args.D != [64, 128] else [32, 64, 128]), chunks=tuple(args.chunks))
     if not torch.cuda.is_available():
         print("No CUDA device: kernel timings need an NVIDIA GPU (on CPU the Triton interpreter runs the kernels "
               "~1000x slower, so its timings mean nothing). Running one tiny shape to show the kernels work:")  # fmt: skip
-        from deltanet.ops.dispatch import enable_interpreter
-
         try:
             enable_interpreter()
         except RuntimeError as exc:

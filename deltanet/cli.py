@@ -17,7 +17,7 @@ COMMANDS = {
     "tasks": ("deltanet.tasks.cli", "main", "list the MAD tasks, their settings and an example row"),
     "train": ("deltanet.train", "main", "train every run of one variant x task into a parquet file"),
     "smoke": ("deltanet.training.smoke", "main", "preflight: every setting of a scale at its real shapes, briefly"),
-    "verify-kernels": ("deltanet.ops.verify", "main", "check the Triton kernels against the naive ops"),
+    "verify-kernels": ("deltanet.verify_kernels", "main", "check the Triton kernels against the naive ops"),
     "aggregate": ("deltanet.aggregate", "main", "aggregate run parquet files into the accuracies table"),
     "report": ("deltanet.report", "main", "render the analysis report"),
 }

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deltanet.ops.common import LOOP_PRECISIONS
+from deltanet.ops.chunkwise import LOOP_PRECISIONS
 from deltanet.ops.dispatch import BACKENDS, delta_rule, gated_delta_rule
 from deltanet.variants import Variant, get_variant
 
@@ -54,7 +54,7 @@ class ModelConfig:
     head_bias: bool = False  # mad-lab's unembedding Linear has a (zero-initialised) bias
     max_length: int = 128  # AutoEncoder output length (the task's seq_len)
     kernels: str = "naive"  # auto | triton | naive (deltanet/ops/dispatch.py); Triton only for USES_KERNEL variants
-    loop_precision: str = "fp32"  # fp32 | autocast: the naive chunk loop under autocast (deltanet/ops/common.py)
+    loop_precision: str = "fp32"  # fp32 | autocast: the naive chunk loop under autocast (deltanet/ops/chunkwise.py)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -124,7 +124,8 @@ class DeltaNetMixer(nn.Module):
         beta = torch.sigmoid(self.b_proj(x))
         # naive op with the variant's loop, or the Triton kernel when the variant declares USES_KERNEL
         loop = dict(
-            chunk_size=self.cfg.chunk_size, backend=self.cfg.kernels, variant=self.variant, params=self.loop_params,
+            chunk_size=self.cfg.chunk_size, backend=self.cfg.kernels, loop_body=self.variant.loop_body,
+            init_carry=self.variant.init_carry, params=self.loop_params, fused_ok=self.variant.uses_kernel,
             loop_precision=self.cfg.loop_precision,
         )  # fmt: skip
         if self.gated:

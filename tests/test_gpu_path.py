@@ -17,8 +17,8 @@ import yaml
 from test_train import stop_after, train, write_config
 
 from deltanet.model import LanguageModel, ModelConfig
-from deltanet.ops.common import forward_substitution, ut_transform
-from deltanet.ops.compare import rms_ratio
+from deltanet.ops.chunkwise import forward_substitution, ut_transform
+from deltanet.ops.testing import rms_ratio
 from deltanet.training.loop import precision_context
 from deltanet.variants import variant_names
 

@@ -17,7 +17,7 @@ if not CUDA:
     # ``import triton``): set the switch now. If another test module already imported triton for the compiler,
     # the kernel tests cannot run in this process; test_kernel_suite_in_subprocess then reruns this file in a
     # fresh interpreter-mode process and the in-process copies are skipped (never silently passed).
-    from deltanet.ops.dispatch import enable_interpreter
+    from deltanet.ops.kernels.launch import enable_interpreter
 
     try:
         enable_interpreter()
@@ -25,16 +25,15 @@ if not CUDA:
         IN_PROCESS = False
 
 import pandas as pd  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from deltanet.model import LanguageModel, ModelConfig  # noqa: E402
 from deltanet.ops import chunk_delta_rule, chunk_gated_delta_rule  # noqa: E402
 from deltanet.ops import delta_rule_chunkwise, gated_delta_rule_chunkwise  # noqa: E402
 from deltanet.ops import dispatch  # noqa: E402
-from deltanet.ops.common_kernels import FAULT_ENV  # noqa: E402
-from deltanet.ops.compare import assert_close, rms_ratio  # noqa: E402
-from deltanet.ops.verify import main as verify_main  # noqa: E402
+from deltanet.ops.testing import assert_close, forward_backward, rms_ratio, tolerance  # noqa: E402
+from deltanet.ops.testing import make_inputs as _make_inputs  # noqa: E402
 from deltanet.variants import all_variants  # noqa: E402
+from deltanet.verify_kernels import main as verify_main  # noqa: E402
 
 DEVICE = "cuda" if CUDA else "cpu"
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs an NVIDIA GPU (CUDA not available)")
@@ -46,40 +45,8 @@ def _in_process_or_skip(request):
         pytest.skip("triton was imported before TRITON_INTERPRET=1; test_kernel_suite_in_subprocess reruns this")
 
 
-def tol(dtype, name, gated):
-    """fla convention (docs/deltanet-math.md §4): fp16/bf16 o/state 0.006, grads 0.008, gated dβ/dg 0.02;
-    fp32 1e-4."""
-    if dtype == torch.float32:
-        return 1e-4
-    if name in ("o", "S"):
-        return 0.006
-    return 0.02 if gated and name in ("dbeta", "dg") else 0.008
-
-
-def make_inputs(B, T, H, Dk, Dv, gated, dtype, h0, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    q = F.normalize(torch.randn(B, T, H, Dk, generator=gen), dim=-1)
-    k = F.normalize(torch.randn(B, T, H, Dk, generator=gen), dim=-1)
-    v = torch.randn(B, T, H, Dv, generator=gen)
-    beta = torch.rand(B, T, H, generator=gen)
-    inputs = {"q": q.to(dtype), "k": k.to(dtype), "v": v.to(dtype)}
-    if gated:
-        inputs["g"] = F.logsigmoid(torch.randn(B, T, H, generator=gen)) / 4
-    inputs["beta"] = beta.to(dtype)
-    if h0:
-        inputs["initial_state"] = torch.randn(B, H, Dk, Dv, generator=gen)
-    return {n: x.to(DEVICE) for n, x in inputs.items()}
-
-
-def fwd_bwd(fn, inputs, use_state=True, seed=1, **kw):
-    leaves = {n: x.detach().clone().requires_grad_() for n, x in inputs.items()}
-    o, s = fn(**leaves, **kw)
-    gen = torch.Generator().manual_seed(seed)
-    do = torch.randn(o.shape, generator=gen).to(DEVICE, o.dtype)
-    ds = torch.randn(s.shape, generator=gen).to(DEVICE)
-    loss = (o.float() * do.float()).sum() + ((s * ds).sum() if use_state else 0)
-    grads = torch.autograd.grad(loss, list(leaves.values()))
-    return {"o": o, "S": s, **{f"d{n}": g for n, g in zip(leaves, grads)}}
+def make_inputs(B, T, H, Dk, Dv, gated, dtype, h0):
+    return _make_inputs(B, T, H, Dk, Dv, gated=gated, dtype=dtype, h0=h0, device=DEVICE)
 
 
 def compare(ref, out, dtype, gated):
@@ -87,7 +54,13 @@ def compare(ref, out, dtype, gated):
     print("RMS-ratio errors:", {n: f"{e:.1e}" for n, e in errors.items()})
     for name in ref:
         assert out[name].dtype == ref[name].dtype, f"{name}: dtype {out[name].dtype} != {ref[name].dtype}"
-        assert_close(name, ref[name], out[name], tol(dtype, name, gated))
+        assert_close(name, ref[name], out[name], tolerance(dtype, name, gated))
+
+
+def kernel_matches_naive(gated, inputs, dtype, **kwargs):
+    naive, kernel = (gated_delta_rule_chunkwise, chunk_gated_delta_rule) if gated else (
+        delta_rule_chunkwise, chunk_delta_rule)  # fmt: skip
+    compare(forward_backward(naive, inputs, **kwargs), forward_backward(kernel, inputs, **kwargs), dtype, gated)
 
 
 # (B, T, H, Dk, Dv, chunk_size, initial state): T is never a multiple of the chunk size except in the last case
@@ -105,34 +78,26 @@ SHAPES = [
 def test_kernel_matches_naive(gated, shape, dtype):
     B, T, H, Dk, Dv, C, h0 = shape
     inputs = make_inputs(B, T, H, Dk, Dv, gated, dtype, h0)
-    naive, kernel = (gated_delta_rule_chunkwise, chunk_gated_delta_rule) if gated else (
-        delta_rule_chunkwise, chunk_delta_rule)  # fmt: skip
-    compare(fwd_bwd(naive, inputs, chunk_size=C), fwd_bwd(kernel, inputs, chunk_size=C), dtype, gated)
+    kernel_matches_naive(gated, inputs, dtype, chunk_size=C)
 
 
 @pytest.mark.parametrize("gated", [False, True], ids=["delta", "gated"])
 def test_kernel_output_only_loss_and_custom_scale(gated):
     """Backward without a final-state gradient (dS_T = None) and with an explicit scale."""
     inputs = make_inputs(1, 40, 2, 16, 16, gated, torch.float32, h0=True)
-    naive, kernel = (gated_delta_rule_chunkwise, chunk_gated_delta_rule) if gated else (
-        delta_rule_chunkwise, chunk_delta_rule)  # fmt: skip
-    ref = fwd_bwd(naive, inputs, use_state=False, chunk_size=16, scale=0.3)
-    out = fwd_bwd(kernel, inputs, use_state=False, chunk_size=16, scale=0.3)
-    compare(ref, out, torch.float32, gated)
+    kernel_matches_naive(gated, inputs, torch.float32, use_state=False, chunk_size=16, scale=0.3)
 
 
 @pytest.mark.parametrize("gated", [False, True], ids=["delta", "gated"])
 def test_kernel_gpu_launch_config_in_interpreter(gated, monkeypatch):
     """The GPU block sizes (several value blocks per head, masked tails) run through the interpreter too."""
-    import deltanet.ops.common_kernels as ck
+    import deltanet.ops.kernels.launch as launch
 
-    real = ck.launch_config
-    monkeypatch.setattr(ck, "launch_config", lambda DK, DV, C, dtype, interpreted: real(DK, DV, C, dtype, False))
+    real = launch.launch_config
+    monkeypatch.setattr(launch, "launch_config", lambda DK, DV, C, dtype, interpreted: real(DK, DV, C, dtype, False))
     assert real(64, 100, 32, torch.float32, False)["NV_m"] > 1
     inputs = make_inputs(1, 70, 1, 64, 100, gated, torch.float32, h0=True)
-    naive, kernel = (gated_delta_rule_chunkwise, chunk_gated_delta_rule) if gated else (
-        delta_rule_chunkwise, chunk_delta_rule)  # fmt: skip
-    compare(fwd_bwd(naive, inputs, chunk_size=32), fwd_bwd(kernel, inputs, chunk_size=32), torch.float32, gated)
+    kernel_matches_naive(gated, inputs, torch.float32, chunk_size=32)
 
 
 def test_kernel_rejects_bad_arguments():
@@ -147,17 +112,25 @@ def test_kernel_rejects_bad_arguments():
             chunk_delta_rule(**bf)
 
 
+def test_kernel_faults_are_passed_in_not_read_from_the_environment(monkeypatch):
+    from deltanet.ops.kernels.function import chunk_rule
+
+    monkeypatch.setenv("DELTANET_KERNEL_FAULT", "drop_state_update")  # the old hook: ignored now
+    inputs = make_inputs(1, 40, 1, 16, 16, False, torch.float32, h0=False)
+    kernel_matches_naive(False, inputs, torch.float32, chunk_size=16)
+    with pytest.raises(ValueError, match=r"^fault must be None or one of \('drop_state_update',\), got 'bogus'$"):
+        chunk_rule(**inputs, chunk_size=16, fault="bogus")
+
+
 @pytest.mark.parametrize("gated", [False, True], ids=["delta", "gated"])
 def test_value_heads_wider_than_one_launch_run_in_blocks(gated, monkeypatch):
     """fla's Gated DeltaNet has 512-wide value heads; the kernels take 256 per launch and run wider ones in blocks
     (here: blocks of 16 for Dv = 40, so three blocks, the last one partial)."""
-    import deltanet.ops.common_kernels as kernels
+    import deltanet.ops.kernels.function as function
 
-    monkeypatch.setattr(kernels, "MAX_HEAD_DIM", 16)
+    monkeypatch.setattr(function, "MAX_HEAD_DIM", 16)
     inputs = make_inputs(1, 37, 2, 16, 40, gated, torch.float32, h0=True)
-    naive, kernel = (gated_delta_rule_chunkwise, chunk_gated_delta_rule) if gated else (
-        delta_rule_chunkwise, chunk_delta_rule)  # fmt: skip
-    compare(fwd_bwd(naive, inputs, chunk_size=16), fwd_bwd(kernel, inputs, chunk_size=16), torch.float32, gated)
+    kernel_matches_naive(gated, inputs, torch.float32, chunk_size=16)
 
 
 @pytest.mark.skipif(IN_PROCESS, reason="the kernel tests run in this process")
@@ -218,8 +191,9 @@ def test_uses_kernel_claim(variant):
         params = params.to(DEVICE)
     naive = gated_delta_rule_chunkwise if gated else delta_rule_chunkwise
     routed = dispatch.gated_delta_rule if gated else dispatch.delta_rule
-    ref = fwd_bwd(naive, inputs, chunk_size=C, loop_body=variant.loop_body, init_carry=variant.init_carry, params=params)
-    out = fwd_bwd(routed, inputs, chunk_size=C, backend="triton", variant=variant, params=params)
+    loop = dict(loop_body=variant.loop_body, init_carry=variant.init_carry, params=params)
+    ref = forward_backward(naive, inputs, chunk_size=C, **loop)
+    out = forward_backward(routed, inputs, chunk_size=C, backend="triton", fused_ok=variant.uses_kernel, **loop)
     if variant.uses_kernel:
         compare(ref, out, torch.float32, gated)
     else:
@@ -258,12 +232,12 @@ def test_verify_passes_and_writes_outputs(tmp_path, capfd):
     assert "0 failed" in md.read_text()
 
 
-def test_verify_fails_on_a_wrong_kernel(tmp_path, capfd, monkeypatch):
-    monkeypatch.setenv(FAULT_ENV, "drop_state_update")
+def test_verify_fails_on_a_wrong_kernel(tmp_path, capfd):
     out, md = tmp_path / "verify.parquet", tmp_path / "verify.md"
-    rc = verify_main(["--quick", "--out", str(out), "--summary", str(md), "--device", DEVICE])
+    rc = verify_main(["--quick", "--out", str(out), "--summary", str(md), "--device", DEVICE,
+                      "--inject-fault", "drop_state_update"])  # fmt: skip
     err = capfd.readouterr().err
-    assert rc != 0
+    assert rc == 1
     assert "FAILED" in err
     assert "delta B=1 T=50 H=2 D=16 C=16 fp32 h0: o" in err or DEVICE == "cuda"
     assert "final_state" in err and "gated" in err
@@ -281,9 +255,7 @@ def test_verify_fails_on_a_wrong_kernel(tmp_path, capfd, monkeypatch):
 @pytest.mark.parametrize("C", [16, 32, 64])
 def test_kernel_bf16_cuda(gated, C):
     inputs = make_inputs(2, 1000, 4, 64, 64, gated, torch.bfloat16, h0=True)
-    naive, kernel = (gated_delta_rule_chunkwise, chunk_gated_delta_rule) if gated else (
-        delta_rule_chunkwise, chunk_delta_rule)  # fmt: skip
-    compare(fwd_bwd(naive, inputs, chunk_size=C), fwd_bwd(kernel, inputs, chunk_size=C), torch.bfloat16, gated)
+    kernel_matches_naive(gated, inputs, torch.bfloat16, chunk_size=C)
 
 
 @pytest.mark.cuda

@@ -9,37 +9,22 @@ from deltanet.ops import (
     delta_rule_recurrence,
     gated_delta_rule_chunkwise,
     gated_delta_rule_recurrence,
+    testing,
 )
-from deltanet.ops.common import ut_transform
-from deltanet.ops.compare import assert_close
+from deltanet.ops.chunkwise import ut_transform
+from deltanet.ops.testing import assert_close, forward_backward
 
 TOL = 1e-5  # relative RMS error, fp32
 
 
-def make_inputs(B, T, H, D, gated, seed=0, h0=False):
-    gen = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(B, T, H, D, generator=gen) for _ in range(3))
-    k = F.normalize(k, dim=-1)
-    beta = torch.rand(B, T, H, generator=gen)
-    inputs = {"q": q, "k": k, "v": v, "beta": beta}
-    if gated:
-        inputs["g"] = F.logsigmoid(torch.randn(B, T, H, generator=gen)) / 4
-    if h0:
-        inputs["initial_state"] = torch.randn(B, H, D, D, generator=gen)
-    return {n: t.requires_grad_() for n, t in inputs.items()}
+def make_inputs(B, T, H, D, gated, h0=False):
+    return testing.make_inputs(B, T, H, D, D, gated=gated, h0=h0)
 
 
 def run_both(gated, inputs, chunk_size):
     rec, chunk = (gated_delta_rule_recurrence, gated_delta_rule_chunkwise) if gated else (
         delta_rule_recurrence, delta_rule_chunkwise)
-    results = []
-    for fn, kw in ((rec, {}), (chunk, {"chunk_size": chunk_size})):
-        o, s = fn(**inputs, **kw)
-        gen = torch.Generator().manual_seed(1)
-        do, ds = torch.randn(o.shape, generator=gen), torch.randn(s.shape, generator=gen)
-        grads = torch.autograd.grad((o * do).sum() + (s * ds).sum(), list(inputs.values()))
-        results.append({"o": o, "S": s, **{f"d{n}": g for n, g in zip(inputs, grads)}})
-    return results
+    return forward_backward(rec, inputs), forward_backward(chunk, inputs, chunk_size=chunk_size)
 
 
 @pytest.mark.parametrize("gated", [False, True], ids=["delta", "gated"])
@@ -102,7 +87,7 @@ def test_ut_transform_equals_forward_substitution():
 
 def test_outputs_keep_input_dtype_and_state_is_fp32():
     x = make_inputs(1, 20, 2, 8, gated=False)
-    o, S = delta_rule_chunkwise(*(x[n].detach().half() for n in ("q", "k", "v", "beta")), chunk_size=8)
+    o, S = delta_rule_chunkwise(*(x[n].half() for n in ("q", "k", "v", "beta")), chunk_size=8)
     assert o.dtype == torch.float16 and S.dtype == torch.float32
 
 
@@ -117,7 +102,7 @@ def test_outputs_keep_input_dtype_and_state_is_fp32():
     ],
 )
 def test_bad_shapes_raise_value_error_naming_the_argument(change, message):
-    x = {n: t.detach() for n, t in make_inputs(1, 10, 2, 8, gated=False).items()}
+    x = make_inputs(1, 10, 2, 8, gated=False)
     change(x)
     for fn in (delta_rule_recurrence, delta_rule_chunkwise):
         with pytest.raises(ValueError, match=message):
@@ -125,7 +110,7 @@ def test_bad_shapes_raise_value_error_naming_the_argument(change, message):
 
 
 def test_bad_gate_shape_raises():
-    x = {n: t.detach() for n, t in make_inputs(1, 10, 2, 8, gated=True).items()}
+    x = make_inputs(1, 10, 2, 8, gated=True)
     x["g"] = x["g"][:, :5]
     with pytest.raises(ValueError, match="g must have shape"):
         gated_delta_rule_chunkwise(**x)

@@ -1,7 +1,9 @@
-"""Delta-rule ops: one folder per op (``naive.py`` = the readable reference, ``chunk.py`` = our Triton kernels),
-shared loop seam in ``common.py``, shared kernels in ``common_kernels.py``, backend choice in ``dispatch.py``."""
+"""Delta-rule ops, laid out like fla: one folder per op (``naive.py`` = the readable reference, ``chunk.py`` = our
+Triton kernels), the chunk loop seam in ``chunkwise.py``, the kernels by stage in ``kernels/``, backend choice in
+``dispatch.py``, and the ops' test harness in ``testing.py``. The ops take plain tensors and functions: they know
+nothing of variants or the model."""
 
-from deltanet.ops.common import Carry, Chunk
+from deltanet.ops.chunkwise import Carry, Chunk
 from deltanet.ops.delta_rule import baseline_loop_body, delta_rule_chunkwise, delta_rule_recurrence
 from deltanet.ops.dispatch import resolve_backend
 from deltanet.ops.gated_delta_rule import gated_delta_rule_chunkwise, gated_delta_rule_recurrence, gated_loop_body
@@ -22,7 +24,7 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # Triton chunk ops on first use (see deltanet/ops/dispatch.py for why they are not imported eagerly).
+    # Triton chunk ops on first use (deltanet/ops/kernels/launch.py says why they are not imported eagerly).
     if name == "chunk_delta_rule":
         from deltanet.ops.delta_rule.chunk import chunk_delta_rule
 

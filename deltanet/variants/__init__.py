@@ -1,6 +1,6 @@
 """Variant registry: every module in this folder is one variant, discovered by file name (no central list).
 
-A variant module holds the math of one per-chunk loop (see :mod:`deltanet.ops.common`) and declares:
+A variant module holds the math of one per-chunk loop (see :mod:`deltanet.ops.chunkwise`) and declares:
 
 - ``MIXER``: ``"delta"`` or ``"gated"`` — which chunkwise op (and mixer layer) it runs in;
 - ``loop_body(chunk, carry, params) -> (O_chunk, carry)``;
@@ -27,7 +27,7 @@ from typing import Callable
 
 from torch import nn
 
-from deltanet.ops.common import InitCarry, LoopBody, default_init_carry
+from deltanet.ops.chunkwise import InitCarry, LoopBody, default_init_carry
 
 MIXER_KINDS = ("delta", "gated")
 PACKAGE_DIR = Path(__file__).parent

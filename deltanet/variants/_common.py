@@ -1,7 +1,7 @@
 """Helpers shared by the variant loops (not a variant: files starting with ``_`` are skipped by the registry).
 
 Every variant changes one step of the baseline per-chunk loop (``deltanet.ops.delta_rule.baseline_loop_body``),
-whose steps are the helpers of ``deltanet.ops.common``, re-exported here::
+whose steps are the helpers of ``deltanet.ops.chunkwise``, re-exported here::
 
     u_i = U_i − W_i S                      corrected_values
     A_i = Q_i K_iᵀ ⊙ M                     linear_attention      (M causal, diagonal kept)
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deltanet.ops.common import (  # noqa: F401  (the baseline steps, re-exported for the variants)
+from deltanet.ops.chunkwise import (  # noqa: F401  (the baseline steps, re-exported for the variants)
     Chunk,
     corrected_values,
     linear_attention,

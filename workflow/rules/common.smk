@@ -210,8 +210,10 @@ def python_files(folder):
 
 
 def kernel_sources():
-    """What verify_kernels runs: the ops (naive and chunk kernels, the comparison helpers)."""
-    return existing(python_files("ops") + [PACKAGE / "io.py"])
+    """What verify_kernels runs: the ops (naive and chunk kernels, the test harness) and the command itself."""
+    return existing(
+        python_files("ops") + [PACKAGE / "io.py", PACKAGE / "verify_kernels.py"]
+    )
 
 
 def train_core_sources():

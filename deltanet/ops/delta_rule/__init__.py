@@ -7,7 +7,7 @@ __all__ = ["chunk_delta_rule", "baseline_loop_body", "delta_rule_chunkwise", "de
 
 def __getattr__(name: str):
     # The Triton kernels are imported on first use, not with the package: triton picks interpreter vs compiler
-    # when a kernel is decorated, and importing the package must not freeze that choice (see ops/dispatch.py).
+    # when a kernel is decorated, and importing the package must not freeze that choice (see ops/kernels/launch.py).
     if name == "chunk_delta_rule":
         from deltanet.ops.delta_rule.chunk import chunk_delta_rule
 

@@ -1,13 +1,13 @@
 """Chunked delta rule on our Triton kernels (forward + backward), same semantics as :func:`delta_rule_chunkwise`.
 
-The kernels live in :mod:`deltanet.ops.common_kernels` (shared with the gated rule, which adds the decay).
+The kernels live in :mod:`deltanet.ops.kernels` (shared with the gated rule, which adds the decay).
 """
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from deltanet.ops.common_kernels import chunk_rule
+from deltanet.ops.kernels.function import chunk_rule
 
 
 def chunk_delta_rule(
@@ -25,4 +25,4 @@ def chunk_delta_rule(
     chunk_size ∈ {16, 32, 64}; fp32/fp16/bf16 inputs (bf16 on CUDA only), fp32 accumulation; o in the input dtype.
     Differentiable in q, k, v, β and the initial state.
     """
-    return chunk_rule(q, k, v, None, beta, chunk_size, scale, initial_state)
+    return chunk_rule(q, k, v, beta, chunk_size=chunk_size, scale=scale, initial_state=initial_state)

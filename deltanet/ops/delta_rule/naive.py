@@ -1,6 +1,6 @@
 """Reference delta rule: token-by-token recurrence and the chunkwise (UT/WY) form, plain PyTorch, fp32 compute.
 
-Math (``../shared/spec/deltanet-math.md`` §1; fla ``fla/ops/delta_rule/naive.py``), row vectors, per head::
+Math (``docs/deltanet-math.md`` §1; fla ``fla/ops/delta_rule/naive.py``), row vectors, per head::
 
     S_t = S_{t-1} + k_tᵀ β_t (v_t − k_t S_{t-1}),     o_t = q_t S_t      (q pre-scaled by 1/√Dk)
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from deltanet.ops.common import (
+from deltanet.ops.chunkwise import (
     Carry,
     Chunk,
     InitCarry,
@@ -71,8 +71,8 @@ def delta_rule_chunkwise(
     """Chunkwise delta rule, any T (zero-padded to a multiple of ``chunk_size``). Returns (o, final S).
 
     Per chunk, all at once: A = strict_lower(diag(β) K Kᵀ), T = (I + A)⁻¹, W = T diag(β) K, U = T diag(β) V.
-    Then ``loop_body`` runs sequentially over chunks (see :mod:`deltanet.ops.common`). Zero padding has k = v = β = 0,
+    Then ``loop_body`` runs sequentially over chunks (see :mod:`deltanet.ops.chunkwise`). Zero padding has k = v = β = 0,
     so it leaves the baseline state untouched. ``precision``: ``fp32`` (whatever the autocast) or ``autocast``
-    (:func:`deltanet.ops.common.loop_precision`).
+    (:func:`deltanet.ops.chunkwise.loop_precision`).
     """
     return chunkwise(q, k, v, beta, None, chunk_size, scale, initial_state, loop_body, params, init_carry, precision)

@@ -1,11 +1,11 @@
 """Chunked gated delta rule on our Triton kernels (forward + backward), same semantics as
-:func:`gated_delta_rule_chunkwise`. Kernels: :mod:`deltanet.ops.common_kernels` (``USE_G`` path)."""
+:func:`gated_delta_rule_chunkwise`. Kernels: :mod:`deltanet.ops.kernels` (``USE_G`` path)."""
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from deltanet.ops.common_kernels import chunk_rule
+from deltanet.ops.kernels.function import chunk_rule
 
 
 def chunk_gated_delta_rule(
@@ -24,4 +24,4 @@ def chunk_gated_delta_rule(
     chunk_size ∈ {16, 32, 64}; fp32/fp16/bf16 inputs (bf16 on CUDA only), fp32 accumulation.
     Differentiable in q, k, v, g, β and the initial state.
     """
-    return chunk_rule(q, k, v, g, beta, chunk_size, scale, initial_state)
+    return chunk_rule(q, k, v, beta, g=g, chunk_size=chunk_size, scale=scale, initial_state=initial_state)

@@ -1,6 +1,6 @@
 """Reference gated delta rule: token-by-token recurrence and the chunkwise form, plain PyTorch, fp32 compute.
 
-Math (``../shared/spec/deltanet-math.md`` §2; fla ``fla/ops/gated_delta_rule/naive.py``), per head, g_t ≤ 0::
+Math (``docs/deltanet-math.md`` §2; fla ``fla/ops/gated_delta_rule/naive.py``), per head, g_t ≤ 0::
 
     S_t = e^{g_t} (I − β_t k_tᵀ k_t) S_{t-1} + β_t k_tᵀ v_t,     o_t = q_t S_t
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from deltanet.ops.common import (
+from deltanet.ops.chunkwise import (
     Carry,
     Chunk,
     InitCarry,

@@ -3,9 +3,9 @@
 For every case of a grid (both rules; ragged lengths; several batch/head/dim/chunk sizes; with and without an
 initial state; fp32 and fp16, plus bf16 on CUDA) it runs forward and backward — the loss is (o·dO).sum() +
 (S_T·dS_T).sum() with random dO, dS_T — through the kernel and through the naive op on the same inputs, and
-compares o, the final state and every gradient (q, k, v, β, g, initial state). Error measures follow the fla
-convention (``deltanet.ops.compare``): max |ref − out| and RMS(ref − out) / RMS(ref); a check passes when
-max abs ≤ 1e-6 or the RMS ratio is below its tolerance, with no NaN.
+compares o, the final state and every gradient (q, k, v, β, g, initial state). Inputs, error measures, tolerances
+and the pass/fail rule are the ops' test harness (``deltanet/ops/testing.py``, the fla convention): a check passes
+when max |ref − out| ≤ 1e-6 or RMS(ref − out) / RMS(ref) is below its tolerance, with no NaN or Inf.
 
 Output: one parquet row per (case, tensor) and a markdown summary, both written atomically. Exit status 1 (and
 a message listing every failing case) when any check fails, so no training job starts on a wrong kernel.
@@ -14,24 +14,24 @@ On CPU the kernels run in the Triton interpreter (``TRITON_INTERPRET=1`` is set 
 broken there and skipped) on small shapes, in about a minute. On CUDA the run also compiles every kernel
 specialisation the training jobs use, warming the Triton cache (``TRITON_CACHE_DIR``, default
 ``~/.triton/cache``) that later jobs on the same node reuse.
+
+``--inject-fault drop_state_update`` (hidden; for tests) runs a deliberately wrong kernel, to show the check fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from deltanet.io import atomic_path, write_text_atomic
-from deltanet.ops.compare import max_abs, rms_ratio
-
-ATOL = 1e-6
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from deltanet.ops.kernels.launch import FAULTS, enable_interpreter
+from deltanet.ops.testing import DTYPES, Error, forward_backward, make_inputs, tolerance
 
 
 @dataclass(frozen=True)
@@ -49,17 +49,6 @@ class Case:
     def label(self) -> str:
         return (f"{self.op} B={self.B} T={self.T} H={self.H} D={self.D} C={self.chunk_size} {self.dtype} "
                 f"{'h0' if self.h0 else 'no-h0'}")  # fmt: skip
-
-
-def tolerance(op: str, dtype: str, tensor: str) -> float:
-    """fla convention: fp16/bf16 o/state 0.006, gradients 0.008, gated dβ/dg 0.02; fp32 1e-4."""
-    if dtype == "fp32":
-        return 1e-4
-    if tensor in ("o", "final_state"):
-        return 0.006
-    if op == "gated" and tensor in ("dbeta", "dg"):
-        return 0.02
-    return 0.008
 
 
 # (B, T, H, D, chunk_size, h0): ragged T everywhere (not a multiple of the chunk size) except one.
@@ -83,60 +72,28 @@ def make_cases(device: str, quick: bool) -> list[Case]:
     return [Case(op, *shape[:5], dtype, shape[5]) for op in ("delta", "gated") for dtype in dtypes for shape in shapes]
 
 
-def make_inputs(case: Case, device: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    B, T, H, D = case.B, case.T, case.H, case.D
-    dt = DTYPES[case.dtype]
-    q = F.normalize(torch.randn(B, T, H, D, generator=gen), dim=-1)
-    k = F.normalize(torch.randn(B, T, H, D, generator=gen), dim=-1)
-    v = torch.randn(B, T, H, D, generator=gen)
-    beta = torch.rand(B, T, H, generator=gen)
-    inputs = {"q": q.to(dt), "k": k.to(dt), "v": v.to(dt)}
-    if case.op == "gated":
-        inputs["g"] = F.logsigmoid(torch.randn(B, T, H, generator=gen)) / 4  # fp32, as the model makes it
-    inputs["beta"] = beta.to(dt)
-    if case.h0:
-        inputs["initial_state"] = torch.randn(B, H, D, D, generator=gen)
-    return {n: x.to(device) for n, x in inputs.items()}
-
-
-def forward_backward(fn, inputs: dict, chunk_size: int, seed: int = 1) -> dict[str, torch.Tensor]:
-    leaves = {n: x.detach().clone().requires_grad_() for n, x in inputs.items()}
-    o, state = fn(**leaves, chunk_size=chunk_size)
-    gen = torch.Generator().manual_seed(seed)
-    do = torch.randn(o.shape, generator=gen).to(o.device, o.dtype)
-    dstate = torch.randn(state.shape, generator=gen).to(state.device)
-    loss = (o.float() * do.float()).sum() + (state * dstate).sum()
-    grads = torch.autograd.grad(loss, list(leaves.values()))
-    out = {"o": o.detach(), "final_state": state.detach()}
-    out.update({f"d{n}": g for n, g in zip(leaves, grads)})
-    return out
-
-
-def run_case(case: Case, device: str) -> list[dict]:
-    from deltanet.ops.delta_rule.chunk import chunk_delta_rule
+def run_case(case: Case, device: str, fault: str | None = None) -> list[dict]:
     from deltanet.ops.delta_rule.naive import delta_rule_chunkwise
-    from deltanet.ops.gated_delta_rule.chunk import chunk_gated_delta_rule
     from deltanet.ops.gated_delta_rule.naive import gated_delta_rule_chunkwise
+    from deltanet.ops.kernels.function import chunk_rule
 
-    kernel, naive = (chunk_gated_delta_rule, gated_delta_rule_chunkwise) if case.op == "gated" else (
-        chunk_delta_rule, delta_rule_chunkwise)  # fmt: skip
-    inputs = make_inputs(case, device)
+    gated = case.op == "gated"
+    kernel = functools.partial(chunk_rule, fault=fault)  # chunk_delta_rule / chunk_gated_delta_rule, plus the fault
+    naive = gated_delta_rule_chunkwise if gated else delta_rule_chunkwise
+    dtype = DTYPES[case.dtype]
+    inputs = make_inputs(case.B, case.T, case.H, case.D, case.D, gated=gated, dtype=dtype, h0=case.h0, device=device)
     start = time.perf_counter()
-    out = forward_backward(kernel, inputs, case.chunk_size)
+    out = forward_backward(kernel, inputs, chunk_size=case.chunk_size)
     if device == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    ref = forward_backward(naive, inputs, case.chunk_size)
+    ref = forward_backward(naive, inputs, chunk_size=case.chunk_size)
     rows = []
     for tensor, r in ref.items():
-        x = out[tensor]
-        abs_err, ratio = max_abs(r, x), rms_ratio(r, x)
-        tol = tolerance(case.op, case.dtype, tensor)
-        nan = bool(torch.isnan(x).any() or torch.isinf(x).any())
-        passed = (not nan) and (abs_err <= ATOL or ratio < tol)
-        rows.append({**asdict(case), "device": device, "tensor": tensor, "max_abs_err": abs_err,
-                     "rms_ratio_err": ratio, "tolerance": tol, "passed": passed, "kernel_seconds": seconds})  # fmt: skip
+        err, tol = Error.of(r, out[tensor]), tolerance(dtype, tensor, gated)
+        rows.append({**asdict(case), "device": device, "tensor": tensor, "max_abs_err": err.max_abs,
+                     "rms_ratio_err": err.rms_ratio, "tolerance": tol, "passed": err.within(tol),
+                     "kernel_seconds": seconds})  # fmt: skip
     return rows
 
 
@@ -176,6 +133,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--summary", required=True, type=Path, help="markdown summary, e.g. results/tiny/kernels/verify.md")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     parser.add_argument("--quick", action="store_true", help="a smaller grid (tests, smoke runs)")
+    parser.add_argument("--inject-fault", choices=FAULTS, default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -188,8 +146,6 @@ def main(argv: list[str] | None = None) -> int:
         print("verify-kernels: --device cuda but no CUDA device is visible", file=sys.stderr)
         return 2
     if device == "cpu":
-        from deltanet.ops.dispatch import enable_interpreter
-
         try:
             enable_interpreter()  # must happen before triton is imported
         except RuntimeError:  # triton already imported for the compiler in this process: rerun in a fresh one
@@ -197,13 +153,13 @@ def main(argv: list[str] | None = None) -> int:
             import subprocess
 
             env = {**os.environ, "TRITON_INTERPRET": "1"}
-            cmd = [sys.executable, "-m", "deltanet.ops.verify", *(sys.argv[1:] if argv is None else argv)]
+            cmd = [sys.executable, "-m", "deltanet.verify_kernels", *(sys.argv[1:] if argv is None else argv)]
             return subprocess.run(cmd, env=env).returncode
     start = time.perf_counter()
     rows = []
     for case in make_cases(device, args.quick):
         try:
-            rows += run_case(case, device)
+            rows += run_case(case, device, args.inject_fault)
         except Exception as exc:  # a crashing kernel is a failed case, not a crashed rule
             rows.append({**asdict(case), "device": device, "tensor": f"error: {type(exc).__name__}: {exc}"[:300],
                          "max_abs_err": float("nan"), "rms_ratio_err": float("nan"), "tolerance": float("nan"),

@@ -1,6 +1,6 @@
 """Shared pieces of the chunkwise delta-rule ops: input checks, chunking, and the per-chunk loop seam.
 
-The chunkwise algorithm (``../shared/spec/deltanet-math.md`` §1.2, §2.2; fla ``ops/delta_rule/naive.py``) has two
+The chunkwise algorithm (``docs/deltanet-math.md`` §1.2, §2.2; fla ``ops/delta_rule/naive.py``) has two
 parts: a parallel UT/WY transform per chunk that yields W and the pseudo-values U, then a sequential loop over
 chunks carrying the state S. A *variant* replaces only the body of that loop::
 
@@ -23,7 +23,7 @@ from torch import Tensor
 
 Carry = dict[str, Tensor]
 
-# How the naive ops compute inside the caller's autocast (``ModelConfig.loop_precision``; docs/precision.md).
+# How the naive ops compute inside the caller's autocast (``ModelConfig.loop_precision``; docs/fidelity.md "Loop precision").
 LOOP_PRECISIONS = ("fp32", "autocast")
 
 

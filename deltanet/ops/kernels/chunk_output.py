@@ -1,0 +1,53 @@
+"""Forward output stage, per chunk and value block: O = (Q ⊙ e^G) S_n + (Q Kᵀ ⊙ Γ ⊙ M) Vn."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from deltanet.ops.kernels.primitives import gamma, load_rows, mm, store_rows
+
+
+@triton.jit
+def fwd_o_kernel(
+    q_ptr, k_ptr, gc_ptr, h_ptr, vn_ptr, o_ptr, scale,
+    T, Tp, NT,
+    H: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_G: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    iv, n, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, h = bh // H, bh % H
+    r = tl.arange(0, C)
+    t = n * C + r
+    ck = tl.arange(0, BK)
+    cv = iv * BV + tl.arange(0, BV)
+    vmask = cv < DV
+    q = load_rows(q_ptr, b, h, t, T, H, DK, ck) * scale
+    k = load_rows(k_ptr, b, h, t, T, H, DK, ck)
+    S = tl.load(h_ptr + (bh * NT + n) * DK * DV + ck[:, None] * DV + cv[None, :],
+                mask=(ck[:, None] < DK) & vmask[None, :], other=0.0)  # fmt: skip
+    vn = tl.load(vn_ptr + (bh * Tp + t[:, None]) * DV + cv[None, :], mask=vmask[None, :], other=0.0)
+    qk = mm(q, tl.trans(k), PREC)
+    if USE_G:
+        G = tl.load(gc_ptr + bh * Tp + t)
+        p = qk * gamma(G, r)
+        q = q * tl.exp(G)[:, None]
+    else:
+        p = tl.where(r[:, None] >= r[None, :], qk, 0.0)
+    o = mm(q, S, PREC) + mm(p, vn, PREC)
+    store_rows(o_ptr, o, b, h, t, T, H, DV, cv)
+
+
+def output_forward(q: Tensor, k: Tensor, v: Tensor, gc: Tensor | None, h: Tensor, vn: Tensor, scale: float,
+                   m: dict) -> Tensor:  # fmt: skip
+    """o ``[B, T, H, Dv]`` in q's dtype (as the naive op returns it)."""
+    B, H, Tp, DK, DV, C = m["B"], m["H"], m["Tp"], m["DK"], m["DV"], m["C"]
+    use_g = gc is not None
+    o = torch.empty(v.shape, dtype=q.dtype, device=v.device)
+    fwd_o_kernel[(m["NV_o"], m["NT"], B * H)](
+        q, k, gc if use_g else vn, h, vn, o, scale, m["T"], Tp, m["NT"],
+        H=H, DK=DK, DV=DV, C=C, BK=m["BK"], BV=m["BV_o"], USE_G=use_g, PREC=m["PREC"], num_warps=m["W"],
+    )  # fmt: skip
+    return o

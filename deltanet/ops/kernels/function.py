@@ -1,0 +1,103 @@
+"""The kernel stages wired into a forward and a backward pass, the ``autograd.Function``, and ``chunk_rule``, the
+checked entry point of ``chunk_delta_rule`` (g = None) and ``chunk_gated_delta_rule``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from deltanet.ops.chunkwise import check_inputs
+from deltanet.ops.kernels.backward import chunk_grads
+from deltanet.ops.kernels.chunk_output import output_forward
+from deltanet.ops.kernels.chunk_state import state_backward, state_forward
+from deltanet.ops.kernels.launch import CHUNK_SIZES, FAULTS, interpreter_enabled, launch_meta
+from deltanet.ops.kernels.wy import wy_forward
+
+MAX_HEAD_DIM = 256  # per kernel launch; wider value heads run in blocks (see chunk_rule)
+
+
+def chunk_forward(q, k, v, g, beta, scale, h0, chunk_size, drop_update=False):
+    """Forward pass; returns (o, final_state, saved) with ``saved`` = the intermediates the backward reuses."""
+    m = launch_meta(q, v, chunk_size)
+    w, u, tm, gc = wy_forward(k, v, beta, g, m)
+    h, vn, ht = state_forward(k, w, u, gc, h0, m, drop_update)
+    o = output_forward(q, k, v, gc, h, vn, scale, m)
+    return o, ht, (w, u, tm, gc)
+
+
+def chunk_backward(q, k, v, g, beta, scale, h0, chunk_size, saved, do, dht):
+    """Backward pass; returns (dq, dk, dv, dg or None, dbeta, dh0 fp32)."""
+    m = launch_meta(q, v, chunk_size)
+    w, u, _, gc = saved
+    h, vn, _ = state_forward(k, w, u, gc, h0, m)  # recompute the per-chunk states instead of keeping them
+    do = do.contiguous()
+    dh, dvn, dh0 = state_backward(q, k, w, gc, do, dht, scale, m)
+    dq, dk, dv, dg, dbeta = chunk_grads(q, k, v, g, beta, scale, saved, (h, dh, vn, dvn), do, m)
+    return dq, dk, dv, dg, dbeta, dh0
+
+
+class ChunkDeltaRuleFunction(torch.autograd.Function):
+    """Autograd wrapper over the forward/backward kernels; ``g is None`` = the ungated delta rule."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, g, beta, scale, initial_state, chunk_size, drop_update):
+        q, k, v, beta = (x.contiguous() for x in (q, k, v, beta))
+        g = g.contiguous() if g is not None else None
+        h0 = initial_state.contiguous() if initial_state is not None else None
+        o, ht, saved = chunk_forward(q, k, v, g, beta, scale, h0, chunk_size, drop_update)
+        ctx.save_for_backward(q, k, v, g, beta, h0, *saved)
+        ctx.scale, ctx.chunk_size, ctx.h0_dtype = scale, chunk_size, None if h0 is None else h0.dtype
+        return o, ht
+
+    @staticmethod
+    def backward(ctx, do, dht):
+        q, k, v, g, beta, h0, *saved = ctx.saved_tensors
+        dht = dht.contiguous() if dht is not None else None
+        dq, dk, dv, dg, dbeta, dh0 = chunk_backward(q, k, v, g, beta, ctx.scale, h0, ctx.chunk_size, saved, do, dht)
+        dh0 = dh0.to(ctx.h0_dtype) if ctx.h0_dtype is not None else None
+        return dq, dk, dv, dg, dbeta, None, dh0, None, None
+
+
+def chunk_rule(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    *,
+    g: Tensor | None = None,
+    chunk_size: int = 64,
+    scale: float | None = None,
+    initial_state: Tensor | None = None,
+    fault: str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The chunked (gated, when ``g`` is given) delta rule on the kernels; checks its inputs first.
+
+    ``fault``: None, or one of :data:`~deltanet.ops.kernels.launch.FAULTS` — a deliberately wrong kernel, passed
+    only by ``deltanet verify-kernels --inject-fault`` to show that the check catches it."""
+    B, T, H, DK, DV = check_inputs(q, k, v, beta, g=g, initial_state=initial_state)
+    if chunk_size not in CHUNK_SIZES:
+        raise ValueError(f"chunk_size must be one of {CHUNK_SIZES} for the Triton kernels, got {chunk_size!r}")
+    if DK > MAX_HEAD_DIM:
+        raise ValueError(f"key head dims above {MAX_HEAD_DIM} are not supported by the Triton kernels (Dk={DK})")
+    if fault is not None and fault not in FAULTS:
+        raise ValueError(f"fault must be None or one of {FAULTS}, got {fault!r}")
+    interpreted = interpreter_enabled()
+    if q.device.type != "cuda" and not interpreted:
+        raise RuntimeError(
+            "the Triton kernels need a CUDA device; on CPU set TRITON_INTERPRET=1 before triton is imported, "
+            "or call deltanet.ops.kernels.launch.enable_interpreter() (slow, for tests), "
+            "or use the naive op (kernels: naive)"
+        )
+    if q.dtype == torch.bfloat16 and interpreted:
+        raise RuntimeError("bf16 is broken in the Triton interpreter; use fp32/fp16 on CPU")
+    scale = DK**-0.5 if scale is None else float(scale)
+    if DV > MAX_HEAD_DIM:
+        # value columns are independent (column j of S and o depends on column j of v only), so wide value heads
+        # (fla's Gated DeltaNet: 512) run as blocks of MAX_HEAD_DIM; autograd sums the blocks' dq, dk, dβ, dg
+        blocks = torch.arange(DV, device=v.device).split(MAX_HEAD_DIM)
+        parts = [chunk_rule(q, k, v[..., cols], beta, g=g, chunk_size=chunk_size, scale=scale, fault=fault,
+                            initial_state=None if initial_state is None else initial_state[..., cols])
+                 for cols in blocks]  # fmt: skip
+        return torch.cat([o for o, _ in parts], dim=-1), torch.cat([s for _, s in parts], dim=-1)
+    drop = fault == "drop_state_update"
+    return ChunkDeltaRuleFunction.apply(q, k, v, g, beta, scale, initial_state, chunk_size, drop)

@@ -1,0 +1,94 @@
+"""How the kernels are launched: interpreter or compiler (the one place that knows), chunk sizes, block sizes.
+
+Triton chooses interpreter-or-compiler when a function is decorated: its own standard library at ``import triton``,
+our kernels when their stage modules are imported. So the switch (``TRITON_INTERPRET=1``) must be set before either
+happens, which is why this module does not import triton and the stage modules are imported on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+from torch import Tensor
+
+CHUNK_SIZES = (16, 32, 64)  # the chunk sizes the kernels are written for (the naive ops take any)
+# test-only faults, passed in by ``deltanet verify-kernels --inject-fault`` to show it catches a wrong kernel
+FAULTS = ("drop_state_update",)
+
+
+def _env_interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0").lower() not in ("", "0", "false", "off", "no")
+
+
+def _triton_interpreted() -> bool | None:
+    """None if triton is not imported yet; else whether it was imported in interpreter mode (its own standard
+    library, e.g. ``tl.zeros``, is decorated at import, so the switch must be set before ``import triton``)."""
+    if "triton" not in sys.modules:
+        return None
+    import triton.language as tl
+
+    return type(tl.zeros).__name__ == "InterpretedFunction"
+
+
+def enable_interpreter() -> None:
+    """Run the Triton kernels in the CPU interpreter by setting ``TRITON_INTERPRET=1``.
+
+    Works only before triton is imported in this process (or when it was imported in interpreter mode already);
+    otherwise it raises RuntimeError: run in a fresh process with ``TRITON_INTERPRET=1``."""
+    if _triton_interpreted() is False:
+        raise RuntimeError(
+            "triton was already imported in this process without TRITON_INTERPRET=1, so its kernels cannot run on "
+            "CPU here; start a fresh process with TRITON_INTERPRET=1 set"
+        )
+    os.environ["TRITON_INTERPRET"] = "1"
+
+
+def interpreter_enabled() -> bool:
+    """Whether the kernels run (or will run, once imported) in the Triton interpreter in this process."""
+    state = _triton_interpreted()
+    return _env_interpret() if state is None else state
+
+
+# triton.next_power_of_2 / triton.cdiv, without importing triton (see the module docstring)
+def _next_power_of_2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def launch_config(DK: int, DV: int, C: int, dtype: torch.dtype, interpreted: bool) -> dict:
+    """Block sizes, warps and stages per kernel family.
+
+    Interpreter: one value block everywhere (fewer program instances). GPU: sized so that every kernel's shared
+    memory stays under the H100/H200 limit (227 KiB) for Dk ≤ 128 — checked without a GPU by compiling for sm_90
+    (``python benchmarks/kernels.py --aot-check``) — with smaller value blocks for larger key dims:
+    ``h`` = the sequential state kernels (fwd_h, bwd_dh; pipelining limited to 2 stages), ``o`` = wy/fwd_o,
+    ``m`` = the per-chunk backward. fp32 inputs use 3-pass tf32 dots (≈ fp32 accuracy on tensor cores), fp16/bf16
+    inputs tf32 dots; accumulation is fp32 throughout.
+    """
+    BK = max(16, _next_power_of_2(DK))
+    BVfull = max(16, _next_power_of_2(DV))
+    if interpreted:
+        bv_h = bv_o = bv_m = BVfull
+    else:
+        bv_h = min(BVfull, 64 if BK <= 64 else 32)
+        bv_o = min(BVfull, 64)
+        bv_m = min(BVfull, 64 if BK <= 32 else 32 if BK <= 64 else 16)
+    cfg = dict(BK=BK, PREC="tf32x3" if dtype == torch.float32 else "tf32", W=4 if BK * C <= 1024 else 8,
+               S_h=1 if BK * C >= 128 * 64 else 2)  # fmt: skip  # pipelining stages of the sequential kernels
+    for name, bv in (("h", bv_h), ("o", bv_o), ("m", bv_m)):
+        cfg[f"BV_{name}"], cfg[f"NV_{name}"] = bv, _cdiv(DV, bv)
+    return cfg
+
+
+def launch_meta(q: Tensor, v: Tensor, chunk_size: int) -> dict:
+    """Shapes (B, T, H, DK, DV, C, NT chunks, Tp padded rows) and :func:`launch_config` of one call."""
+    B, T, H, DK = q.shape
+    DV = v.shape[-1]
+    NT = _cdiv(T, chunk_size)
+    cfg = launch_config(DK, DV, chunk_size, q.dtype, interpreter_enabled())
+    return dict(B=B, T=T, H=H, DK=DK, DV=DV, C=chunk_size, NT=NT, Tp=NT * chunk_size, **cfg)
