@@ -53,22 +53,32 @@ def mixer_order(names: list[str]) -> dict[str, list[str]]:
 
 
 @torch.no_grad()
-def logits_per_model(order: list[str], model_cfg: dict, seq_len: int, batch_size: int = BATCH_SIZE) -> dict:
-    """Logits of every model in ``order`` on the same tokens, all loading the weights of ``order[0]``."""
+def logits_per_model(order: list[str], model_cfg: dict, seq_len: int, batch_size: int = BATCH_SIZE,
+                     errors: dict | None = None) -> dict:  # fmt: skip
+    """Logits of every model in ``order`` on the same tokens, all loading the weights of ``order[0]``.
+
+    With ``errors`` given, a model that raises is left out and its error recorded there (its own train jobs fail
+    and say why; one broken variant must not block the report of the others)."""
     tokens = torch.randint(VOCAB_SIZE, (batch_size, seq_len), generator=torch.Generator().manual_seed(SEED))
     shared, out = None, {}
     for name in order:
         torch.manual_seed(SEED)
-        model = LanguageModel(ModelConfig(vocab_size=VOCAB_SIZE, max_length=seq_len, **{**model_cfg, "variant": name}))
-        if shared is None:
-            shared = model.state_dict()
-        else:
-            own = model.load_state_dict(shared, strict=False).missing_keys  # the variant's own loop parameters
-            noise = torch.Generator().manual_seed(SEED)
-            for key in own:
-                param = model.get_parameter(key)
-                param.add_(LOOP_PARAM_NOISE * torch.randn(param.shape, generator=noise, dtype=param.dtype))
-        out[name] = model.eval()(tokens)
+        try:
+            model = LanguageModel(ModelConfig(vocab_size=VOCAB_SIZE, max_length=seq_len,
+                                              **{**model_cfg, "variant": name}))  # fmt: skip
+            if shared is None:
+                shared = model.state_dict()
+            else:
+                own = model.load_state_dict(shared, strict=False).missing_keys  # the variant's own loop parameters
+                noise = torch.Generator().manual_seed(SEED)
+                for key in own:
+                    param = model.get_parameter(key)
+                    param.add_(LOOP_PARAM_NOISE * torch.randn(param.shape, generator=noise, dtype=param.dtype))
+            out[name] = model.eval()(tokens)
+        except Exception as err:  # recorded, not hidden: the CLI prints it and the JSON keeps it
+            if errors is None:
+                raise
+            errors[name] = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
     return out
 
 
@@ -81,17 +91,18 @@ def find_identities(scale_cfg: dict, names: list[str] | None = None, batch_size:
     settings = setting_seq_lens(scale_cfg)
     seq_lens = sorted({n for per_task in settings.values() for n in per_task.values()})
     orders = [o for o in mixer_order(names or variant_names()).values() if o]
-    found = []
+    found, errors = [], {}
     for seq_len in seq_lens:
         for order in orders:
-            logits = logits_per_model(order, scale_cfg["model"], seq_len, batch_size)
-            for i, name in enumerate(order[1:], start=1):
-                for other in order[:i]:
+            logits = logits_per_model(order, scale_cfg["model"], seq_len, batch_size, errors)
+            ran = [name for name in order if name in logits]
+            for i, name in enumerate(ran[1:], start=1):
+                for other in ran[:i]:
                     diff = (logits[name] - logits[other]).abs().max().item()
                     if diff <= TOLERANCE:
                         found.append({"seq_len": seq_len, "variant": name, "equal_to": other, "max_abs_diff": diff})
                         break
     return {
         "model": scale_cfg["model"], "tolerance": TOLERANCE, "seed": SEED, "batch_size": batch_size,
-        "settings": settings, "identities": found,
+        "settings": settings, "identities": found, "errors": errors,
     }  # fmt: skip

@@ -90,3 +90,13 @@ def test_cli_writes_json_and_refuses_an_unknown_scale(tmp_path, capsys):
     allowed = ", ".join(CONFIG["scales"])
     assert capsys.readouterr().err == (
         f"deltanet variants: error: --scale 'huge' is not defined in config.yaml; allowed: {allowed}\n")
+
+
+def test_a_model_that_fails_to_run_is_recorded_and_does_not_block_the_others():
+    from deltanet.identities import logits_per_model
+
+    errors = {}
+    model = CONFIG["scales"]["tiny"]["model"]
+    out = logits_per_model([DELTA_BASELINE, "no_such_variant", REFERENCE_IDENTICAL_PAIR[0]], model, 8, 1, errors)
+    assert set(out) == {DELTA_BASELINE, REFERENCE_IDENTICAL_PAIR[0]}
+    assert list(errors) == ["no_such_variant"] and errors["no_such_variant"].startswith("ValueError: unknown variant")

@@ -163,6 +163,8 @@ def identities_main(config_path: str, scale: str | None, out: str | None) -> int
           f"{seconds:.1f} s):")  # fmt: skip
     rows = [(i["seq_len"], i["variant"], i["equal_to"], i["max_abs_diff"]) for i in result["identities"]]
     print(tabulate(rows, headers=("seq_len", "variant", "equal to", "max abs diff"), tablefmt="simple", floatfmt=".1e"))
+    for name, error in result["errors"].items():
+        print(f"not checked (it fails to run; its train jobs will say so too): {name}: {error}", file=sys.stderr)
     if out:
         write_text_atomic(Path(out), json.dumps(result, indent=1) + "\n")
         print(f"-> {out}")

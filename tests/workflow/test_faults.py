@@ -113,7 +113,10 @@ def test_failed_kernel_checks_show_their_headline_in_the_last_lines(tmp_path):
     """verify-kernels ends with an indented list of failed checks: the console names the headline above it."""
     workdir = copy_workflow(tmp_path / "wf", profiles=True)
     write_config(workdir, variants=VARIANTS[:1], tasks=[TASK])
-    run = snakemake(workdir, "--cores", "1", check=False, env_changes={"DELTANET_KERNEL_FAULT": "drop_state_update"})
+    rule = workdir / "workflow" / "rules" / "kernels.smk"  # the copy's check runs a deliberately wrong kernel
+    rule.write_text(rule.read_text().replace("python -m deltanet verify-kernels", "python -m deltanet verify-kernels "
+                                             "--inject-fault drop_state_update"))  # fmt: skip
+    run = snakemake(workdir, "--cores", "1", check=False)
     assert run.returncode == 1
     assert re.search(r"deltanet-repro: verify_kernels \(scale=tiny\) failed: verify-kernels: \d+ of \d+ checks FAILED",
                      last_lines(run.output)), run.output  # fmt: skip
