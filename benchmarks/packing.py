@@ -25,12 +25,10 @@ sys.path.insert(0, REPO)
 def worker(args) -> None:
     """Train steps until ``start_at + seconds``; print the steps done inside the window."""
     import torch
-    import torch.nn.functional as F
-
     from deltanet.config import load_config
     from deltanet.model import ModelConfig, build_model
     from deltanet.tasks import task_settings
-    from deltanet.training.loop import autocast_dtype, precision_context
+    from deltanet.training.loop import autocast_dtype, train_step
 
     config = load_config(args.config)
     scale = config["scales"][args.scale]
@@ -43,12 +41,7 @@ def worker(args) -> None:
     x = torch.randint(0, vocab, (batch, seq), device=device)
 
     def step():
-        with precision_context(device.type, amp):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float().reshape(-1, vocab), x.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, opt, x, x, amp)
         if device.type == "cuda":
             torch.cuda.synchronize()
 

@@ -22,11 +22,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from deltanet.config import load_config  # noqa: E402
 from deltanet.model import ModelConfig, build_model  # noqa: E402
-from deltanet.training.loop import autocast_dtype, precision_context  # noqa: E402
+from deltanet.training.loop import autocast_dtype, train_step  # noqa: E402
 from deltanet.variants import variant_names  # noqa: E402
 
 BASELINE = "delta_net_4layer"
@@ -42,12 +41,7 @@ def step_tokens_per_second(variant: str, model_kwargs: dict, batch: int, seq: in
     amp = autocast_dtype(precision, device)
 
     def step():
-        with precision_context(device.type, amp):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float().reshape(-1, vocab), y.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, opt, x, y, amp)
 
     for _ in range(warmup):
         step()

@@ -13,35 +13,32 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from test_train import stop_after, train, write_config
 
+from deltanet.config import load_config
 from deltanet.model import LanguageModel, ModelConfig
 from deltanet.ops.chunkwise import forward_substitution, ut_transform
 from deltanet.ops.testing import rms_ratio
-from deltanet.training.loop import precision_context
+from deltanet.training.loop import precision_context, train_step
 from deltanet.variants import variant_names
 
 REPO = Path(__file__).resolve().parents[1]
-FULL_MODEL = yaml.safe_load((REPO / "config.yaml").read_text())["scales"]["full"]["model"]
+FULL_MODEL = load_config(REPO / "config.yaml")["scales"]["full"]["model"]  # the reference profile, resolved
 VOCAB = 16
 
 
 def training_step(cfg: ModelConfig, amp: torch.dtype, seq_len: int, batch: int = 2) -> tuple[torch.Tensor, dict]:
-    """One forward (under CPU autocast), backward and AdamW step; returns (logits, {name: grad})."""
+    """The jobs' own ``train_step`` (forward under CPU autocast, backward, AdamW); returns (logits, {name: grad})."""
     torch.manual_seed(0)
     model = LanguageModel(cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     tokens = torch.randint(0, VOCAB, (batch, seq_len), generator=torch.Generator().manual_seed(1))
-    with precision_context("cpu", amp):
-        logits = model(tokens)
-    loss = F.cross_entropy(logits.float().reshape(-1, VOCAB), tokens.roll(-1, 1).reshape(-1))
-    loss.backward()
-    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    outputs = []
+    model.register_forward_hook(lambda module, args, out: outputs.append(out))
     before = [p.detach().clone() for p in model.parameters()]
-    optimizer.step()
+    assert torch.isfinite(train_step(model, optimizer, tokens, tokens.roll(-1, 1), amp))
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters())), "the step changed nothing"
-    return logits, grads
+    return outputs[0], {n: p.grad for n, p in model.named_parameters()}
 
 
 @pytest.mark.parametrize("variant", variant_names())

@@ -183,6 +183,21 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, shuffle, device) ->
 LossHook = Callable[[int, int, torch.Tensor], torch.Tensor]
 
 
+def train_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, amp: torch.dtype | None,
+               loss_hook: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
+    """One optimiser step on a batch: forward under :func:`precision_context`, cross-entropy in fp32 over the
+    targets ``y`` (``-100`` = not scored), backward, AdamW step. Returns the detached loss."""
+    with precision_context(x.device.type, amp):
+        logits = model(x)
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100)
+    if loss_hook is not None:
+        loss = loss_hook(loss)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def train_run(plan: RunPlan, data: TensorData, ckpt: Path, on_epoch: Callable[[RunPlan, RunState, dict], None],
               loss_hook: LossHook | None = None) -> dict:  # fmt: skip
     """Train (or resume) one run; return its metric/timing columns.
@@ -225,16 +240,8 @@ def train_run(plan: RunPlan, data: TensorData, ckpt: Path, on_epoch: Callable[[R
         steps = 0
         for start in range(0, n_train, batch_size)[:max_steps]:
             idx = perm[start : start + batch_size]
-            x, y = data.train_inputs[idx], data.train_targets[idx]
-            with precision_context(device.type, amp):
-                logits = model(x)
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100)
-            if loss_hook is not None:
-                loss = loss_hook(plan.index, epoch, loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
+            hook = None if loss_hook is None else lambda loss: loss_hook(plan.index, epoch, loss)
+            loss_sum += train_step(model, optimizer, data.train_inputs[idx], data.train_targets[idx], amp, hook)
             steps += 1
         scheduler.step()
         train_loss = (loss_sum / steps).item()  # one device sync per epoch
