@@ -68,7 +68,8 @@ def _check_writable(path: Path, what: str) -> None:
 
 def make_job(args: argparse.Namespace):
     """Check every argument and build the :class:`~deltanet.training.job.Job` (imports torch)."""
-    from deltanet.config import ConfigError, load_config, resolve_scale
+    from deltanet.config import ConfigError, load_config
+    from deltanet.selection import resolve_scale
     from deltanet.tasks import TASK_IDS
     from deltanet.variants import get_variant
 

@@ -19,16 +19,14 @@ from snakemake.settings.types import DeploymentMethod
 from deltanet.config import (
     ConfigError,
     coerce_to_schema,
-    nvidia_gpu_visible,
     read_yaml,
     resolve_profiles,
-    resolve_scale,
-    selected,
     validate_config,
 )
 from deltanet.io import write_text_atomic
+from deltanet.selection import nvidia_gpu_visible, resolve_scale, selected
 from deltanet.tasks import TASK_IDS, task_settings
-from deltanet.variants import get_variant, variant_names
+from deltanet.variants.catalog import check_known, variant_mixer, variant_names
 
 PACKAGE = Path("deltanet")
 
@@ -53,14 +51,15 @@ def check_results_folder():
 def check_config(config):
     """The CLI's checks, raised as a WorkflowError before any job is built; numbers given as strings are converted.
 
-    Schema, then registered names, then every selected variant module must import (a syntax error names its line);
-    then each scale's model is resolved against its fidelity profile (a profile edit reruns the jobs it changes).
+    Schema, then registered names, then every selected variant file must parse and declare its MIXER (read with
+    ``ast``, no torch: a syntax error names its line; an import error is the job's failure line); then each scale's
+    model is resolved against its fidelity profile (a profile edit reruns the jobs it changes).
     """
     config.update(coerce_to_schema(config))
     try:
         validate_config(config, source="config")
         for name in selected(config, "variants"):
-            get_variant(name)
+            variant_mixer(name)
     # ConfigError, or the registry's one-line message for a broken variant module
     except ValueError as err:
         raise WorkflowError(str(err)) from None
@@ -68,7 +67,7 @@ def check_config(config):
 
 
 def resolve_and_announce_scale(config):
-    """The scale to run (``deltanet.config.resolve_scale``), printed where nobody can miss it."""
+    """The scale to run (``deltanet.selection.resolve_scale``), printed where nobody can miss it."""
     scale = resolve_scale(config)
     if config["scale"] != "auto":
         why = "set in the config"
@@ -178,9 +177,7 @@ def unregistered_run(wildcards):
     where = f"results/{wildcards.scale}/runs/{wildcards.run}.parquet"
     if variant not in variant_names():
         try:
-            get_variant(
-                variant
-            )  # the registry's message: closest match and every known name
+            check_known(variant)  # the registry's message: closest match and every known name
         except ValueError as err:
             raise WorkflowError(f"{where}: {err}") from None
     raise WorkflowError(

@@ -1,4 +1,4 @@
-from deltanet.identities import setting_seq_lens
+from deltanet.tasks import setting_seq_lens
 
 
 rule identities:
