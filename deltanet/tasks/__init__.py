@@ -17,7 +17,7 @@ import numpy as np
 from deltanet.hashing import config_hash
 from deltanet.io import atomic_path
 from deltanet.tasks import compression, context_recall, fuzzy_recall, memorization, noisy_recall, selective_copy
-from deltanet.tasks.common import DATA_SEED, SIZE_FIELDS, Task
+from deltanet.tasks.generator_kit import DATA_SEED, SIZE_FIELDS, Task
 
 # Column order of the reference table (deltanet/data/reported_accuracies.csv).
 DISPLAY_NAMES = {
