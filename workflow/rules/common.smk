@@ -1,8 +1,8 @@
 """Shared state for every stage: config checks, the scale, the selections, and the source files each job reads.
 
-Snakemake does not track Python modules a command imports, so every rule lists the package files it really
-depends on as inputs (functions below). They exclude the files of other variants and other tasks, so editing one
-variant reruns only its jobs, and they list only files that exist (a module that lands later joins the inputs).
+Snakemake does not track Python modules a command imports, so every rule lists as inputs the package files its
+command loads, derived from the import statements (deltanet/import_graph.py, no torch import). They exclude the
+files of other variants and other tasks, so editing one variant reruns only its jobs.
 """
 
 import hashlib
@@ -23,6 +23,7 @@ from deltanet.config import (
     resolve_profiles,
     validate_config,
 )
+from deltanet.import_graph import closure, command_roots, source_files
 from deltanet.io import write_text_atomic
 from deltanet.selection import nvidia_gpu_visible, resolve_scale, selected
 from deltanet.tasks import TASK_IDS, task_settings
@@ -177,7 +178,9 @@ def unregistered_run(wildcards):
     where = f"results/{wildcards.scale}/runs/{wildcards.run}.parquet"
     if variant not in variant_names():
         try:
-            check_known(variant)  # the registry's message: closest match and every known name
+            check_known(
+                variant
+            )  # the registry's message: closest match and every known name
         except ValueError as err:
             raise WorkflowError(f"{where}: {err}") from None
     raise WorkflowError(
@@ -198,46 +201,36 @@ def apptainer_on():
     return DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
 
 
-def existing(paths):
-    return sorted({str(p) for p in paths if Path(p).is_file()})
+# The task registry imports every task module; a job uses only its own task's (a root below).
+REGISTRY_EDGES = frozenset(
+    ("deltanet.tasks", f"deltanet.tasks.{task}") for task in TASK_IDS
+)
 
 
-def python_files(folder):
-    return [p for p in (PACKAGE / folder).rglob("*.py") if "__pycache__" not in p.parts]
+def command_sources(command, *modules):
+    """The package files ``python -m deltanet <command>`` loads, plus ``modules`` (imported by name at run time)."""
+    roots = command_roots(command) + list(modules)
+    return source_files(PACKAGE, closure(PACKAGE, roots, ignore=REGISTRY_EDGES))
 
 
 def kernel_sources():
-    """What verify_kernels runs: the ops (naive and chunk kernels, the comparison helpers)."""
-    return existing(python_files("ops") + [PACKAGE / "io.py"])
+    return command_sources("verify-kernels")
 
 
-def train_core_sources():
-    """Files every train job runs, whatever its variant and task.
-
-    The ops, model, training loop, run table, config, the variant registry and its shared helpers (``_*.py``), and the
-    task registry plus shared task code (every module in deltanet/tasks/ that is not a task; ``cli.py`` listing
-    code excluded, it never runs in a job).
-    """
-    shared_tasks = [
-        p
-        for p in python_files("tasks")
-        if p.stem not in TASK_IDS and p.name != "cli.py"
-    ]
-    files = python_files("ops") + python_files("training") + shared_tasks
-    files += [
-        PACKAGE / "variants" / "__init__.py",
-        *(PACKAGE / "variants").glob("_*.py"),
-    ]
-    files += [
-        PACKAGE / f"{name}.py"
-        for name in ("model", "train", "metrics", "runs", "io", "config")
-    ]
-    return existing(files)
+def train_sources(wildcards):
+    """The train command with this job's variant and task, nothing of the others."""
+    return command_sources(
+        "train",
+        f"deltanet.variants.{wildcards.variant}",
+        f"deltanet.tasks.{wildcards.task}",
+    )
 
 
-def task_source(wildcards):
-    """The task's own generator module (empty until it exists)."""
-    return existing([PACKAGE / "tasks" / f"{wildcards.task}.py"])
+def identities_sources():
+    """``deltanet variants --identities`` imports every variant."""
+    return command_sources(
+        "variants", *(f"deltanet.variants.{name}" for name in variant_names())
+    )
 
 
 def train_task_settings(wildcards):
@@ -248,23 +241,8 @@ def train_task_settings(wildcards):
     return canonical([{"id": s.id, "fields": s.fields} for s in settings])
 
 
-def package_sources(*names):
-    """Modules or packages under deltanet/ (``report`` = report.py or every file of report/), plus bundled data."""
-    files = []
-    for name in names:
-        folder = PACKAGE / name
-        if folder.is_dir():
-            files += [
-                p
-                for p in folder.rglob("*")
-                if p.is_file() and "__pycache__" not in p.parts
-            ]
-        files.append(PACKAGE / f"{name}.py")
-    return existing(files)
-
-
 def data_files():
-    return existing((PACKAGE / "data").glob("*"))
+    return sorted(str(p) for p in (PACKAGE / "data").glob("*") if p.is_file())
 
 
 def device(wildcards):

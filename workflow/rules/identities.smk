@@ -4,9 +4,7 @@ from deltanet.tasks import setting_seq_lens
 rule identities:
     """Models identical to another by construction at the scale's sequence lengths (random tokens, shared weights)."""
     input:
-        sources=package_sources(
-            "identities", "model", "ops", "variants", "tasks/__init__", "config", "io"
-        ),
+        sources=identities_sources(),
         image=image_input(),
     output:
         json="results/{scale}/identities.json",
