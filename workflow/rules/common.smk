@@ -226,13 +226,6 @@ def train_sources(wildcards):
     )
 
 
-def identities_sources():
-    """``deltanet variants --identities`` imports every variant."""
-    return command_sources(
-        "variants", *(f"deltanet.variants.{name}" for name in variant_names())
-    )
-
-
 def train_task_settings(wildcards):
     """The task's resolved settings at this scale (grid + this task's overrides), nothing of other tasks."""
     section = scale_section(wildcards)
@@ -282,3 +275,25 @@ def run_files(wildcards):
         variant=VARIANTS,
         task=TASKS,
     )
+
+
+# The container image (container.smk). `config["container"]["image"]` is `build` or a prebuilt image.
+IMAGE_LOCK = "requirements/cuda.txt"
+
+
+def image_hash():
+    """sha256 (12 hex) of the Dockerfile and requirements/cuda.txt, the only inputs of the image's build."""
+    if not Path(IMAGE_LOCK).is_file():
+        raise WorkflowError(
+            f"{IMAGE_LOCK}: missing; the image installs from it (python requirements/lock.py writes it)"
+        )
+    digest = hashlib.sha256(Path("Dockerfile").read_bytes())
+    digest.update(Path(IMAGE_LOCK).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def image_input():
+    """The image as an input of the containerised jobs, so it is built (or checked) first; only under Apptainer."""
+    if apptainer_on() and "://" not in IMAGE:
+        return [IMAGE]
+    return []

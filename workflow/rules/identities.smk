@@ -4,7 +4,10 @@ from deltanet.tasks import setting_seq_lens
 rule identities:
     """Models identical to another by construction at the scale's sequence lengths (random tokens, shared weights)."""
     input:
-        sources=identities_sources(),
+        # `deltanet variants --identities` imports every variant
+        sources=command_sources(
+            "variants", *(f"deltanet.variants.{n}" for n in variant_names())
+        ),
         image=image_input(),
     output:
         json="results/{scale}/identities.json",
