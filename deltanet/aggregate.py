@@ -14,6 +14,8 @@ freedom); with one seed the interval is undefined (NaN). Diverged runs count wit
 A cell of the grid (variant × task) without runs is **missing**: NaN in the tables, an empty CSV cell, never zero;
 its variant's average is missing too. A cell whose runs all have a NaN accuracy (they diverged in their first
 epoch) has no score either, but it is not missing: ``cell_notes`` says so, and the Markdown table shows it.
+
+Longer than 300 lines on purpose: the score rule, the table shapes and the command that writes them read as one.
 """
 
 from __future__ import annotations

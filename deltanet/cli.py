@@ -15,7 +15,7 @@ COMMANDS = {
     "variants": ("deltanet.variants.cli", "list_main", "list the registered variants"),
     "new-variant": ("deltanet.variants.cli", "new_main", "write a new variant module from the baseline template"),
     "tasks": ("deltanet.tasks.cli", "main", "list the MAD tasks, their settings and an example row"),
-    "train": ("deltanet.train", "main", "train every run of one variant x task into a parquet file"),
+    "train": ("deltanet.training.cli", "main", "train every run of one variant x task into a parquet file"),
     "smoke": ("deltanet.training.smoke", "main", "preflight: every setting of a scale at its real shapes, briefly"),
     "verify-kernels": ("deltanet.verify_kernels", "main", "check the Triton kernels against the naive ops"),
     "aggregate": ("deltanet.aggregate", "main", "aggregate run parquet files into the accuracies table"),

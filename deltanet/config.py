@@ -1,7 +1,8 @@
-"""Load and validate ``config.yaml``; resolve the scale.
+"""Load and validate ``config.yaml``: YAML, then the schema, then the names; every error names the key.
 
-Structure checks come from ``workflow/schemas/config.schema.yaml`` (JSON Schema 2020-12, the same file the Snakefile
-validates with); name checks (variants, tasks, scale) come from the registries. Every error names the key.
+Structure checks come from ``deltanet/schemas/config.schema.yaml`` (JSON Schema 2020-12, shipped with the package;
+the Snakefile validates with this module too); name checks (variants, tasks, scale) come from the registries, read
+without importing torch. What a valid config selects is :mod:`deltanet.selection`.
 
 Before the checks, numbers and booleans written as strings are converted where the schema asks for them: Snakemake
 passes the items of a ``--config`` list as strings (``seeds=[1,2]`` gives ``['1', '2']``), and YAML 1.1 reads
@@ -10,20 +11,16 @@ passes the items of a ``--config`` list as strings (``seeds=[1,2]`` gives ``['1'
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import jsonschema
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
-log = logging.getLogger(__name__)
+from deltanet.tasks import TASK_IDS, task_settings
+from deltanet.variants.catalog import variant_names
+
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
 
 
 class ConfigError(ValueError):
@@ -93,9 +90,6 @@ def validate_config(config: object, source: str = "config") -> None:
         err = errors[0]
         key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
         raise ConfigError(f"{source}: invalid value at key '{key}': {err.message}")
-    from deltanet.tasks import TASK_IDS
-    from deltanet.variants import variant_names
-
     scale = config["scale"]
     if scale != "auto" and scale not in config["scales"]:
         raise ConfigError(f"{source}: key 'scale' is {scale!r}; allowed: auto, {', '.join(config['scales'])}")
@@ -105,8 +99,6 @@ def validate_config(config: object, source: str = "config") -> None:
             unknown = [name for name in value if name not in known]
             if unknown:
                 raise ConfigError(f"{source}: key '{key}' has unknown names {unknown}; allowed: all, {', '.join(known)}")
-    from deltanet.tasks import task_settings
-
     profiles = config.get("fidelity_profiles", {})
     for name, scale_def in config["scales"].items():
         profile = scale_def.get("profile")
@@ -126,35 +118,3 @@ def resolve_profiles(config: dict) -> dict:
         profile = config.get("fidelity_profiles", {}).get(scale_def.get("profile"), {})
         scale_def["model"] = {**profile, **scale_def["model"]}
     return config
-
-
-def nvidia_gpu_visible() -> bool:
-    """True when ``nvidia-smi -L`` lists a GPU (cheap: no torch import in the Snakefile)."""
-    if not shutil.which("nvidia-smi"):
-        return False
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and "GPU" in out.stdout
-
-
-def resolve_scale(config: dict) -> str:
-    """The scale name to run: ``config['scale']``, or for ``auto`` full with an NVIDIA GPU and tiny without."""
-    if config["scale"] != "auto":
-        return config["scale"]
-    return "full" if nvidia_gpu_visible() else "tiny"
-
-
-def selected(config: dict, key: str) -> list[str]:
-    """The variant or task names selected by ``config[key]`` (``all`` expands to every registered name)."""
-    from deltanet.tasks import TASK_IDS
-    from deltanet.variants import variant_names
-
-    known = variant_names() if key == "variants" else list(TASK_IDS)
-    return known if config[key] == "all" else list(config[key])
-
-
-def config_hash(data: object) -> str:
-    """sha256 of the canonical JSON of ``data`` (stable across key order)."""
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()

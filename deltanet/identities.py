@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from deltanet.model import LanguageModel, ModelConfig
-from deltanet.tasks import TASK_IDS, task_settings
+from deltanet.tasks import setting_seq_lens
 from deltanet.variants import MIXER_KINDS, get_variant, variant_names
 
 # Max abs logit difference (logits ~0.8 at init) below which two models are identical. Not 1e-6: the loop runs in
@@ -35,15 +35,6 @@ SEED = 0  # weights and tokens
 VOCAB_SIZE = 16  # any vocabulary shows the identity; MAD's smallest keeps the head cheap
 BATCH_SIZE = 1
 LOOP_PARAM_NOISE = 1.0  # std of the noise added to a variant's own loop parameters (they all pass a sigmoid or exp)
-
-
-def setting_seq_lens(scale_cfg: dict) -> dict[str, dict[str, int]]:
-    """``{task: {setting id: seq_len}}`` over the scale's grid and task overrides."""
-    overrides = scale_cfg["task_overrides"]
-    return {
-        task: {s.id: s.fields["seq_len"] for s in task_settings(task, scale_cfg["grid"], overrides.get(task))}
-        for task in TASK_IDS
-    }
 
 
 def mixer_order(names: list[str]) -> dict[str, list[str]]:

@@ -19,7 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.functional.classification import multiclass_accuracy
 from torchmetrics.functional.text import perplexity
 
-from deltanet.tasks.common import IGNORE
+from deltanet.tasks.generator_kit import IGNORE
 
 
 class TaskMetrics:

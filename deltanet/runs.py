@@ -1,4 +1,4 @@
-"""The run table: one parquet row per training run, written by ``deltanet.train``, read by ``deltanet.aggregate``.
+"""The run table: one parquet row per training run, written by ``deltanet train``, read by ``deltanet.aggregate``.
 
 Versioned: ``SCHEMA_VERSION`` is stored in every row and checked on read. Besides the fixed ``RUN_COLUMNS``, a
 file holds one column per setting field of its task (names listed in ``setting_json``).

@@ -4,8 +4,12 @@ import copy
 
 import pytest
 
-from deltanet.config import (ConfigError, REPO_ROOT, coerce_to_schema, load_config, resolve_scale, selected,
-                             validate_config)
+from pathlib import Path
+
+from deltanet.config import ConfigError, coerce_to_schema, load_config, validate_config
+from deltanet.selection import resolve_scale, selected
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

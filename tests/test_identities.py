@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from deltanet.config import REPO_ROOT, load_config
+from deltanet.config import load_config
 from deltanet.identities import find_identities
 from deltanet.report.analysis import DELTA_BASELINE, REFERENCE_IDENTICAL_PAIR
 from deltanet.variants import cli
 
-CONFIG = load_config(REPO_ROOT / "config.yaml")
+CONFIG = load_config(Path(__file__).resolve().parents[1] / "config.yaml")
 PREFIX = DELTA_BASELINE + "_"
 # Variants that change only how the carried state is updated: the state they change is read from the second chunk on.
 STATE_ONLY = ["adam_state_update", "rmsprop_state_update", "momentum_state_update", "layernorm_state_update",

@@ -20,7 +20,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 from test_aggregate import make_run
 
-from deltanet.report.provenance import summary
+from deltanet.report.run_summary import summary
 from deltanet.training import provenance
 from deltanet.training.lockfile import Pin, normalize, read_pins, target
 

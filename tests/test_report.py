@@ -12,7 +12,7 @@ from test_aggregate import make_run, write_runs_dir
 
 from deltanet import aggregate, report
 from deltanet.aggregate import SCORE_COLUMNS, load_reference, score_runs, wide_table
-from deltanet.report import analysis, compare, render
+from deltanet.report import analysis, render, reported_vs_reproduced
 from deltanet.report.document import Table
 from deltanet.report.plots import PLOT_NAMES, PNG_MAGIC
 from deltanet.report.sections import TITLES
@@ -107,20 +107,20 @@ def test_spearman_equals_hand_computation():
     for df in (ours, ref):
         for col in [*SCORE_COLUMNS[1:], "Average"]:
             df[col] = math.nan
-    table = compare.spearman_table(ours, ref).set_index("task")
+    table = reported_vs_reproduced.spearman_table(ours, ref).set_index("task")
     assert table.at["Compress", "n variants"] == 4
     assert table.at["Compress", "spearman"] == pytest.approx(0.8)
     assert math.isnan(table.at["Context Recall", "spearman"])  # no shared cells
     # ties: x = [1, 2, 2, 3] -> ranks 1, 2.5, 2.5, 4; y ranks 1, 2, 3, 4; Pearson by hand = 4.5 / sqrt(4.5 · 5)
-    rho = compare.spearman(pd.Series([1.0, 2.0, 2.0, 3.0]), pd.Series([1.0, 2.0, 3.0, 4.0]))
+    rho = reported_vs_reproduced.spearman(pd.Series([1.0, 2.0, 2.0, 3.0]), pd.Series([1.0, 2.0, 3.0, 4.0]))
     assert rho == pytest.approx(4.5 / math.sqrt(4.5 * 5))
 
 
 def test_reported_against_itself_is_perfect():
-    rho = compare.spearman_table(REF, REF)
+    rho = reported_vs_reproduced.spearman_table(REF, REF)
     assert rho["spearman"].tolist() == pytest.approx([1.0] * 7) and (rho["n variants"] == 22).all()
-    assert compare.rank_moves(REF, REF).empty
-    cells = compare.cell_differences(REF, REF)
+    assert reported_vs_reproduced.rank_moves(REF, REF).empty
+    cells = reported_vs_reproduced.cell_differences(REF, REF)
     assert (cells["difference"].abs() < 1e-12).all()
 
 
@@ -128,7 +128,7 @@ def test_rank_moves():
     ref = REF[REF["variant"].isin(VARIANTS)].copy()
     ours = ref.copy()
     ours.loc[ours["variant"] == "delta_net_4layer", "Average"] = 0.99  # reported rank 3 -> 1
-    moves = compare.rank_moves(ours, ref)
+    moves = reported_vs_reproduced.rank_moves(ours, ref)
     top = moves.iloc[0]
     assert (top["variant"], top["reported rank"], top["reproduced rank"], top["moved"]) == ("delta_net_4layer", 3, 1, 2)
 
@@ -181,7 +181,7 @@ def test_in_memory_scores_match_written_parquet(built):
 
 
 def test_provenance_dates_come_from_the_run_rows(tmp_path):
-    from deltanet.report.provenance import summary
+    from deltanet.report.run_summary import summary
 
     runs = pd.DataFrame([make_run("delta_net_4layer", "compression", 0, 1e-3, 0.0, 1, 0.5, finished_at=stamp)
                          for stamp in ("2026-11-23T09:05:00+00:00", "2026-11-23T11:40:30+00:00")])

@@ -10,7 +10,7 @@ from deltanet.tasks import (
     DISPLAY_NAMES, TASK_IDS, Datasets, check_leakage, get_task, make_datasets, task_settings,
 )
 from deltanet.tasks import cli, fuzzy_recall, memorization
-from deltanet.tasks.common import IGNORE
+from deltanet.tasks.generator_kit import IGNORE
 
 SMALL = {"num_train_examples": 64, "num_test_examples": 64}
 

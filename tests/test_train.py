@@ -16,7 +16,7 @@ import yaml
 
 import deltanet.training.job as job_module
 from deltanet.runs import RUN_COLUMNS, STOP_REASONS, validate_runs
-from deltanet.train import main, make_job, parse_args
+from deltanet.training.cli import main, make_job, parse_args
 from deltanet.training.job import JobHooks, run_job
 from deltanet.training import protocol
 
@@ -231,7 +231,7 @@ def test_command_line_error_has_no_traceback(tmp_path):
     """As a process (malloc variables unset, so the re-exec path runs): exit 2 and one line on stderr."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     env["PYTHONPATH"] = str(REPO)
-    cmd = [sys.executable, "-m", "deltanet.train", "--variant", "nope", "--task", TASK,
+    cmd = [sys.executable, "-m", "deltanet", "train", "--variant", "nope", "--task", TASK,
            "--config", str(write_config(tmp_path)), "--out", str(tmp_path / "o.parquet")]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert proc.returncode == 2

@@ -1,7 +1,7 @@
 """``deltanet report``: render ``report.html`` (self-contained) and ``report.md`` from the runs and accuracies.
 
-Modules: ``analysis`` (leaderboard, deltas, collapse), ``compare`` (reported vs reproduced, Spearman),
-``provenance`` (run summary), ``plots`` (matplotlib figures), ``takeaways`` (rule-based text), ``sections``
+Modules: ``analysis`` (leaderboard, deltas, collapse), ``reported_vs_reproduced`` (cell differences, Spearman),
+``run_summary`` (run summary and provenance), ``plots`` (matplotlib figures), ``takeaways`` (rule-based text), ``sections``
 (assembly), ``document``/``render`` (Markdown and HTML output).
 """
 
@@ -17,7 +17,7 @@ import pandas as pd
 from deltanet.aggregate import LONG_COLUMNS, discover_run_files, load_reference, read_run_files, score_runs, wide_table
 from deltanet.io import atomic_path, write_text_atomic
 from deltanet.runs import RunFileError
-from deltanet.report import compare, plots
+from deltanet.report import plots, reported_vs_reproduced
 from deltanet.report.sections import ReportInputs, build_sections
 from deltanet.report.render import to_html, to_markdown
 
@@ -71,7 +71,7 @@ def render_report(inp: ReportInputs, out_dir: str | Path) -> dict[str, Path]:
     images = {
         "heatmap.png": plots.heatmap(wide),
         "task_bars.png": plots.task_bars(inp.long),
-        "reported_vs_reproduced.png": plots.reported_vs_reproduced(compare.cell_differences(wide, inp.reference)),
+        "reported_vs_reproduced.png": plots.reported_vs_reproduced(reported_vs_reproduced.cell_differences(wide, inp.reference)),
     }
     paths = {}
     for name, data in images.items():

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from deltanet.aggregate import SCORE_COLUMNS, cell_notes, wide_table
-from deltanet.report import analysis, compare, provenance
+from deltanet.report import analysis, reported_vs_reproduced, run_summary
 from deltanet.report.document import IDENTICAL, NOISE, SIGNIFICANT, Image, Para, Section, Table, Verbatim
 from deltanet.report.takeaways import Noise, takeaways
 
@@ -46,8 +46,8 @@ def build_sections(inp: ReportInputs) -> list[Section]:
     notes = cell_notes(inp.long)
     diverged = analysis.diverged_cells(inp.long)
     collapse = analysis.collapsed(wide, chance, diverged)
-    rho = compare.spearman_table(wide, inp.reference)
-    moves = compare.rank_moves(wide, inp.reference)
+    rho = reported_vs_reproduced.spearman_table(wide, inp.reference)
+    moves = reported_vs_reproduced.rank_moves(wide, inp.reference)
     identical = analysis.identical_cells(inp.identities, inp.long)
     floor, floor_task = analysis.noise_floor(inp.reference)
     deltas = {base: analysis.deltas(wide, base) for base in analysis.BASELINES}
@@ -55,7 +55,7 @@ def build_sections(inp: ReportInputs) -> list[Section]:
              for base, d in deltas.items() if d is not None}  # fmt: skip
 
     s: dict[str, list] = {t: [] for t in TITLES}
-    s["Run summary and provenance"] = [Table(provenance.summary(inp.runs, inp.scale, inp.run_files))]
+    s["Run summary and provenance"] = [Table(run_summary.summary(inp.runs, inp.scale, inp.run_files))]
     noise = Noise(floor, floor_task, identical, deltas, marks)
     s["Takeaways"] = [Para(" ".join(takeaways(inp.scale, wide, board, beats, collapse, rho, moves, inp.long, noise)))]
 
@@ -126,9 +126,9 @@ def build_sections(inp: ReportInputs) -> list[Section]:
     s["Reported vs reproduced"] = [
         Para("Each cell: `reported → reproduced (reproduced − reported)`; — where a table lacks the cell. The "
              "reference is the published table shipped as `deltanet/data/reported_accuracies.csv`."),
-        Table(compare.side_by_side(wide, inp.reference)),
+        Table(reported_vs_reproduced.side_by_side(wide, inp.reference)),
         Para(f"Spearman rank correlation over the variants scored in both tables (needs at least "
-             f"{compare.MIN_SPEARMAN_N}; — otherwise). The overall figure ranks by Average."),
+             f"{reported_vs_reproduced.MIN_SPEARMAN_N}; — otherwise). The overall figure ranks by Average."),
         Table(rho, floatfmt=".3f"),
         Para("Variants whose rank by average moved most (positive `moved`: higher in the reproduced table):"),
         Table(moves) if len(moves) else Para("No variant changed rank (or too few are averaged in both tables)."),

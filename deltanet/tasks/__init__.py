@@ -14,10 +14,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from deltanet.config import config_hash
+from deltanet.hashing import config_hash
 from deltanet.io import atomic_path
 from deltanet.tasks import compression, context_recall, fuzzy_recall, memorization, noisy_recall, selective_copy
-from deltanet.tasks.common import DATA_SEED, SIZE_FIELDS, Task
+from deltanet.tasks.generator_kit import DATA_SEED, SIZE_FIELDS, Task
 
 # Column order of the reference table (deltanet/data/reported_accuracies.csv).
 DISPLAY_NAMES = {
@@ -123,6 +123,15 @@ def task_settings(task_id: str, grid: str, overrides: dict | None = None) -> lis
     for setting in settings:
         _check_setting(task, setting)
     return settings
+
+
+def setting_seq_lens(scale_cfg: dict) -> dict[str, dict[str, int]]:
+    """``{task: {setting id: seq_len}}`` over a scale's grid and task overrides (what the identities check runs at)."""
+    overrides = scale_cfg["task_overrides"]
+    return {
+        task: {s.id: s.fields["seq_len"] for s in task_settings(task, scale_cfg["grid"], overrides.get(task))}
+        for task in TASK_IDS
+    }
 
 
 def _check_setting(task: Task, setting: Setting) -> None:

@@ -7,7 +7,7 @@ import argparse
 import numpy as np
 
 from deltanet.tasks import GRIDS, TASK_IDS, get_task, task_settings
-from deltanet.tasks.common import DATA_SEED, IGNORE, SIZE_FIELDS
+from deltanet.tasks.generator_kit import DATA_SEED, IGNORE, SIZE_FIELDS
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deltanet.tasks.common import require
+from deltanet.tasks.generator_kit import require
 
 
 def generate(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deltanet.tasks.common import IGNORE, in_chunks, require, shift
+from deltanet.tasks.generator_kit import IGNORE, in_chunks, require, shift
 
 
 def generate(

@@ -28,7 +28,7 @@ from math import perm
 
 import numpy as np
 
-from deltanet.tasks.common import IGNORE, in_chunks, require, shift
+from deltanet.tasks.generator_kit import IGNORE, in_chunks, require, shift
 
 PAIR, NOISE, PROBE = 1, 2, 3  # what a loop step emitted
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deltanet.tasks.common import DATA_SEED, IGNORE, require
+from deltanet.tasks.generator_kit import DATA_SEED, IGNORE, require
 
 
 def key_value_map(vocab_size: int, seed: int = DATA_SEED) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deltanet.tasks.common import DATA_SEED, IGNORE, require
+from deltanet.tasks.generator_kit import DATA_SEED, IGNORE, require
 
 
 def blank_stream() -> dict:

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from deltanet.config import config_hash
+from deltanet.hashing import config_hash
 from deltanet.io import atomic_path, write_text_atomic
 from deltanet.runs import RUN_COLUMNS, SCHEMA_VERSION, validate_runs
 from deltanet.tasks import get_task, make_datasets, task_settings

@@ -13,23 +13,33 @@ from pathlib import Path
 
 import torch
 
-from deltanet.config import REPO_ROOT
 from deltanet.io import write_text_atomic
 from deltanet.training.lockfile import read_pins
 
-# The Dockerfile sets DELTANET_LOCK to the image's copy of requirements/cuda.txt; elsewhere the README's lock.
+
+def checkout_root(package_dir: Path = Path(__file__).resolve().parents[1]) -> Path | None:
+    """The project checkout the package runs from (editable install, the workflow's copy); None when installed."""
+    root = package_dir.parent
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+CHECKOUT = checkout_root()
+# The Dockerfile sets DELTANET_LOCK to the image's copy of requirements/cuda.txt; else the checkout's README lock.
 LOCK_VARIABLE = "DELTANET_LOCK"
-HOST_LOCK = REPO_ROOT / "requirements" / "cpu.txt"
+HOST_LOCK = CHECKOUT / "requirements" / "cpu.txt" if CHECKOUT else None
 # Apptainer (and Singularity before it) names the running image file in these.
 IMAGE_VARIABLES = ("APPTAINER_CONTAINER", "SINGULARITY_CONTAINER")
 
 
 @cache
-def git_state(root: Path = REPO_ROOT) -> tuple[str, bool]:
-    """(commit, dirty) of the project checkout; ("unknown", False) outside a git repository or without git.
+def git_state(root: Path | None = CHECKOUT) -> tuple[str, bool]:
+    """(commit, dirty) of the project checkout; ("unknown", False) for an installed package, outside a git
+    repository or without git.
 
     Dirty = ``git status --porcelain`` lists anything (modified, staged or untracked-but-not-ignored files).
     """
+    if root is None:
+        return "unknown", False
     try:
         commit = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30
@@ -72,21 +82,23 @@ def versions() -> dict[str, str]:
 def environment_files() -> dict[str, str]:
     """The lock this environment was installed from and the container image it runs in, each by sha256.
 
-    lock_file: $DELTANET_LOCK, else requirements/cpu.txt. lock_sha256: its hash if every version it pins is the
-    installed one, else "none" (e.g. a venv installed by hand). image_sha256: the image file Apptainer names in
-    $APPTAINER_CONTAINER / $SINGULARITY_CONTAINER; "none" outside a container, "unreadable: <path>" if not a file.
+    lock_file: $DELTANET_LOCK, else the checkout's requirements/cpu.txt ("none" for an installed package).
+    lock_sha256: its hash if every version it pins is the installed one, else "none" (e.g. a venv installed by
+    hand). image_sha256: the image file Apptainer names in $APPTAINER_CONTAINER / $SINGULARITY_CONTAINER; "none"
+    outside a container, "unreadable: <path>" if not a file.
     """
-    lock = Path(os.environ.get(LOCK_VARIABLE, HOST_LOCK))
-    matches = lock.is_file() and all(
+    lock = Path(os.environ[LOCK_VARIABLE]) if os.environ.get(LOCK_VARIABLE) else HOST_LOCK
+    matches = lock is not None and lock.is_file() and all(
         package_version(name) == pin.version for name, pin in read_pins(lock.read_text()).items()
     )
+    in_checkout = lock is not None and CHECKOUT is not None and lock.is_relative_to(CHECKOUT)
     image = next((os.environ[name] for name in IMAGE_VARIABLES if os.environ.get(name)), None)
     if image is None:
         image_sha256 = "none"
     else:
         image_sha256 = image_file_sha256(Path(image)) if Path(image).is_file() else f"unreadable: {image}"
     return {
-        "lock_file": str(lock.relative_to(REPO_ROOT)) if lock.is_relative_to(REPO_ROOT) else str(lock),
+        "lock_file": "none" if lock is None else str(lock.relative_to(CHECKOUT) if in_checkout else lock),
         "lock_sha256": file_sha256(lock) if matches else "none",
         "image_sha256": image_sha256,
     }

@@ -10,28 +10,29 @@ A variant module holds the math of one per-chunk loop (see :mod:`deltanet.ops.ch
   ``make_params(num_heads, head_k_dim, head_v_dim) -> nn.Module`` (learnable parameters, owned by the mixer).
 
 The module docstring's first line is the variant's one-line summary. Not variants: ``_``-prefixed files (shared
-helpers in ``_common.py``) and ``cli.py`` (``deltanet variants`` / ``deltanet new-variant``).
+helpers in ``_common.py``), ``catalog.py`` (names and mixers read from the files, without torch) and ``cli.py``
+(``deltanet variants`` / ``deltanet new-variant``). Importing this package imports no torch: a variant's module
+(and the ops it uses) is imported by :func:`get_variant`.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib
-import pkgutil
 import traceback
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from torch import nn
+from deltanet.variants.catalog import MIXER_KINDS, NOT_VARIANTS, PACKAGE_DIR, check_known, variant_names
 
-from deltanet.ops.chunkwise import InitCarry, LoopBody, default_init_carry
+if TYPE_CHECKING:
+    from torch import nn
 
-MIXER_KINDS = ("delta", "gated")
-PACKAGE_DIR = Path(__file__).parent
-NOT_VARIANTS = frozenset({"cli"})  # modules of this folder that are not variants (besides ``_``-prefixed ones)
+    from deltanet.ops.chunkwise import InitCarry, LoopBody
+
+__all__ = ["MIXER_KINDS", "NOT_VARIANTS", "PACKAGE_DIR", "Variant", "all_variants", "get_variant", "variant_names"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class Variant:
 
 
 def _from_module(name: str, module: ModuleType) -> Variant:
+    from deltanet.ops.chunkwise import default_init_carry
+
     where = f"variant module {module.__file__}"
     mixer = getattr(module, "MIXER", None)
     if mixer not in MIXER_KINDS:
@@ -74,20 +77,10 @@ def _from_module(name: str, module: ModuleType) -> Variant:
     )
 
 
-def variant_names() -> list[str]:
-    """Names of every variant module in this folder, sorted (``_``-prefixed files and ``cli`` are not variants)."""
-    modules = pkgutil.iter_modules([str(PACKAGE_DIR)])
-    return sorted(m.name for m in modules if not m.name.startswith("_") and m.name not in NOT_VARIANTS)
-
-
 @cache
 def get_variant(name: str) -> Variant:
     """The registered variant ``name``; unknown names raise ValueError with the closest match and the list."""
-    names = variant_names()
-    if name not in names:
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown variant {name!r}.{hint} Known variants: {', '.join(names)}")
+    check_known(name)
     return _from_module(name, _import_variant(name))
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
-from deltanet.config import ConfigError, load_config, resolve_scale
+from deltanet.config import ConfigError, load_config
+from deltanet.selection import resolve_scale
 from deltanet.io import write_text_atomic
 from deltanet.variants import MIXER_KINDS, PACKAGE_DIR, get_variant, variant_names
 

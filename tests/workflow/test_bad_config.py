@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from deltanet.config import nvidia_gpu_visible
+from deltanet.selection import nvidia_gpu_visible
 
 from .helpers import copy_workflow, job_counts, last_lines, snakemake, write_config
 
@@ -102,30 +102,49 @@ def broken_variant(workdir):
     path.unlink(missing_ok=True)
 
 
-@pytest.mark.parametrize(
-    "source, message",
-    [
-        ('"""Broken."""\n\nMIXER = "delta"\ndef loop_body(chunk, carry, params:\n', "line 4: SyntaxError: "),
-        ('"""Broken."""\n\nimport torch\nfrom deltanet.variants._common import no_such_helper\n',
-         "line 4: ImportError: cannot import name 'no_such_helper'"),
-    ],
-    ids=["syntax_error", "import_error"],
-)  # fmt: skip
-def test_a_broken_variant_file_fails_the_dag_build_and_deltanet_variants(workdir, broken_variant, source, message):
-    """Named file and line in one message: at DAG build (also -n) and from `deltanet variants`."""
+SYNTAX_ERROR = '"""Broken."""\n\nMIXER = "delta"\ndef loop_body(chunk, carry, params:\n'
+IMPORT_ERROR = '"""Broken."""\n\nimport torch\nfrom deltanet.variants._common import no_such_helper\n\nMIXER = "delta"\n'
+
+
+def deltanet_command(workdir, *args):
     import subprocess
     import sys
 
     from .helpers import env
 
-    broken_variant.write_text(source)
-    run = fails_before_any_job(workdir, f"{broken_variant.name}, {message}", args=("--dry-run",))
+    return subprocess.run([sys.executable, "-m", "deltanet", *args], cwd=workdir, env=env(), capture_output=True,
+                          text=True)  # fmt: skip
+
+
+def assert_one_error_line(run, command, path, message):
+    (line,) = run.stderr.strip().splitlines()
+    assert line.startswith(f"deltanet {command}: {'error: ' if command == 'train' else ''}variant module {path}, "
+                           f"{message}"), line  # fmt: skip
+
+
+def test_a_variant_file_with_a_syntax_error_fails_the_dag_build_and_deltanet_variants(workdir, broken_variant):
+    """Named file and line in one message: at DAG build (also -n; read with ast, no import) and from `deltanet
+    variants`."""
+    broken_variant.write_text(SYNTAX_ERROR)
+    run = fails_before_any_job(workdir, f"{broken_variant.name}, line 4: SyntaxError: ", args=("--dry-run",))
     assert "Traceback" not in run.output
-    listing = subprocess.run([sys.executable, "-m", "deltanet", "variants"], cwd=workdir, env=env(),
-                             capture_output=True, text=True)  # fmt: skip
+    listing = deltanet_command(workdir, "variants")
     assert listing.returncode == 1
-    (line,) = listing.stderr.strip().splitlines()
-    assert line.startswith(f"deltanet variants: variant module {broken_variant}, {message}"), line
+    assert_one_error_line(listing, "variants", broken_variant, "line 4: SyntaxError: ")
+
+
+def test_a_variant_that_fails_to_import_fails_its_job_and_deltanet_variants(workdir, broken_variant):
+    """The DAG is built without importing the variants (no torch), so a bad import is the job's one failure line."""
+    broken_variant.write_text(IMPORT_ERROR)
+    message = "line 4: ImportError: cannot import name 'no_such_helper'"
+    assert job_counts(snakemake(workdir, "--dry-run").output)["train"] > 0
+    job = deltanet_command(workdir, "train", "--variant", BROKEN_VARIANT, "--task", "memorization", "--config",
+                           "config.yaml", "--scale", "tiny", "--out", str(workdir / "job" / "runs.parquet"))  # fmt: skip
+    assert job.returncode == 2
+    assert_one_error_line(job, "train", broken_variant, message)
+    listing = deltanet_command(workdir, "variants")
+    assert listing.returncode == 1
+    assert_one_error_line(listing, "variants", broken_variant, message)
 
 
 def test_a_broken_variant_that_is_not_selected_does_not_block(workdir, broken_variant):

@@ -2,9 +2,7 @@ rule aggregate:
     """The accuracies table (the reference table's shape) from every selected run file."""
     input:
         runs=run_files,
-        sources=package_sources(
-            "aggregate", "runs", "io", "tasks/__init__", "variants/__init__"
-        ),
+        sources=command_sources("aggregate"),
         data=data_files(),
         image=image_input(),
     output:

@@ -1,8 +1,8 @@
 """Shared state for every stage: config checks, the scale, the selections, and the source files each job reads.
 
-Snakemake does not track Python modules a command imports, so every rule lists the package files it really
-depends on as inputs (functions below). They exclude the files of other variants and other tasks, so editing one
-variant reruns only its jobs, and they list only files that exist (a module that lands later joins the inputs).
+Snakemake does not track Python modules a command imports, so every rule lists as inputs the package files its
+command loads, derived from the import statements (deltanet/import_graph.py, no torch import). They exclude the
+files of other variants and other tasks, so editing one variant reruns only its jobs.
 """
 
 import hashlib
@@ -19,16 +19,15 @@ from snakemake.settings.types import DeploymentMethod
 from deltanet.config import (
     ConfigError,
     coerce_to_schema,
-    nvidia_gpu_visible,
     read_yaml,
     resolve_profiles,
-    resolve_scale,
-    selected,
     validate_config,
 )
+from deltanet.import_graph import closure, command_roots, source_files
 from deltanet.io import write_text_atomic
+from deltanet.selection import nvidia_gpu_visible, resolve_scale, selected
 from deltanet.tasks import TASK_IDS, task_settings
-from deltanet.variants import get_variant, variant_names
+from deltanet.variants.catalog import check_known, variant_mixer, variant_names
 
 PACKAGE = Path("deltanet")
 
@@ -53,14 +52,15 @@ def check_results_folder():
 def check_config(config):
     """The CLI's checks, raised as a WorkflowError before any job is built; numbers given as strings are converted.
 
-    Schema, then registered names, then every selected variant module must import (a syntax error names its line);
-    then each scale's model is resolved against its fidelity profile (a profile edit reruns the jobs it changes).
+    Schema, then registered names, then every selected variant file must parse and declare its MIXER (read with
+    ``ast``, no torch: a syntax error names its line; an import error is the job's failure line); then each scale's
+    model is resolved against its fidelity profile (a profile edit reruns the jobs it changes).
     """
     config.update(coerce_to_schema(config))
     try:
         validate_config(config, source="config")
         for name in selected(config, "variants"):
-            get_variant(name)
+            variant_mixer(name)
     # ConfigError, or the registry's one-line message for a broken variant module
     except ValueError as err:
         raise WorkflowError(str(err)) from None
@@ -68,7 +68,7 @@ def check_config(config):
 
 
 def resolve_and_announce_scale(config):
-    """The scale to run (``deltanet.config.resolve_scale``), printed where nobody can miss it."""
+    """The scale to run (``deltanet.selection.resolve_scale``), printed where nobody can miss it."""
     scale = resolve_scale(config)
     if config["scale"] != "auto":
         why = "set in the config"
@@ -178,7 +178,7 @@ def unregistered_run(wildcards):
     where = f"results/{wildcards.scale}/runs/{wildcards.run}.parquet"
     if variant not in variant_names():
         try:
-            get_variant(
+            check_known(
                 variant
             )  # the registry's message: closest match and every known name
         except ValueError as err:
@@ -201,48 +201,29 @@ def apptainer_on():
     return DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
 
 
-def existing(paths):
-    return sorted({str(p) for p in paths if Path(p).is_file()})
+# The task registry imports every task module; a job uses only its own task's (a root below).
+REGISTRY_EDGES = frozenset(
+    ("deltanet.tasks", f"deltanet.tasks.{task}") for task in TASK_IDS
+)
 
 
-def python_files(folder):
-    return [p for p in (PACKAGE / folder).rglob("*.py") if "__pycache__" not in p.parts]
+def command_sources(command, *modules):
+    """The package files ``python -m deltanet <command>`` loads, plus ``modules`` (imported by name at run time)."""
+    roots = command_roots(command) + list(modules)
+    return source_files(PACKAGE, closure(PACKAGE, roots, ignore=REGISTRY_EDGES))
 
 
 def kernel_sources():
-    """What verify_kernels runs: the ops (naive and chunk kernels, the test harness) and the command itself."""
-    return existing(
-        python_files("ops") + [PACKAGE / "io.py", PACKAGE / "verify_kernels.py"]
+    return command_sources("verify-kernels")
+
+
+def train_sources(wildcards):
+    """The train command with this job's variant and task, nothing of the others."""
+    return command_sources(
+        "train",
+        f"deltanet.variants.{wildcards.variant}",
+        f"deltanet.tasks.{wildcards.task}",
     )
-
-
-def train_core_sources():
-    """Files every train job runs, whatever its variant and task.
-
-    The ops, model, training loop, run table, config, the variant registry and its shared helpers (``_*.py``), and the
-    task registry plus shared task code (every module in deltanet/tasks/ that is not a task; ``cli.py`` listing
-    code excluded, it never runs in a job).
-    """
-    shared_tasks = [
-        p
-        for p in python_files("tasks")
-        if p.stem not in TASK_IDS and p.name != "cli.py"
-    ]
-    files = python_files("ops") + python_files("training") + shared_tasks
-    files += [
-        PACKAGE / "variants" / "__init__.py",
-        *(PACKAGE / "variants").glob("_*.py"),
-    ]
-    files += [
-        PACKAGE / f"{name}.py"
-        for name in ("model", "train", "metrics", "runs", "io", "config")
-    ]
-    return existing(files)
-
-
-def task_source(wildcards):
-    """The task's own generator module (empty until it exists)."""
-    return existing([PACKAGE / "tasks" / f"{wildcards.task}.py"])
 
 
 def train_task_settings(wildcards):
@@ -253,23 +234,8 @@ def train_task_settings(wildcards):
     return canonical([{"id": s.id, "fields": s.fields} for s in settings])
 
 
-def package_sources(*names):
-    """Modules or packages under deltanet/ (``report`` = report.py or every file of report/), plus bundled data."""
-    files = []
-    for name in names:
-        folder = PACKAGE / name
-        if folder.is_dir():
-            files += [
-                p
-                for p in folder.rglob("*")
-                if p.is_file() and "__pycache__" not in p.parts
-            ]
-        files.append(PACKAGE / f"{name}.py")
-    return existing(files)
-
-
 def data_files():
-    return existing((PACKAGE / "data").glob("*"))
+    return sorted(str(p) for p in (PACKAGE / "data").glob("*") if p.is_file())
 
 
 def device(wildcards):

@@ -1,11 +1,12 @@
-from deltanet.identities import setting_seq_lens
+from deltanet.tasks import setting_seq_lens
 
 
 rule identities:
     """Models identical to another by construction at the scale's sequence lengths (random tokens, shared weights)."""
     input:
-        sources=package_sources(
-            "identities", "model", "ops", "variants", "tasks/__init__", "config", "io"
+        # `deltanet variants --identities` imports every variant
+        sources=command_sources(
+            "variants", *(f"deltanet.variants.{n}" for n in variant_names())
         ),
         image=image_input(),
     output:

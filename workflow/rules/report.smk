@@ -5,9 +5,7 @@ rule report:
         accuracies=rules.aggregate.output.parquet,
         kernels=rules.verify_kernels.output.summary,
         identities=rules.identities.output.json,
-        sources=package_sources(
-            "report", "runs", "io", "tasks/__init__", "variants/__init__"
-        ),
+        sources=command_sources("report"),
         data=data_files(),
         image=image_input(),
     output:

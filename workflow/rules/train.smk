@@ -2,9 +2,7 @@ rule train:
     """Every run (setting x lr x weight decay x seed) of one variant on one task -> one parquet file."""
     input:
         verified=rules.verify_kernels.output.table,
-        variant="deltanet/variants/{variant}.py",
-        task=task_source,
-        core=train_core_sources(),
+        sources=train_sources,
         image=image_input(),
     output:
         runs="results/{scale}/runs/{variant}/{task}.parquet",

@@ -1,10 +1,10 @@
-"""``deltanet train`` / ``python -m deltanet.train``: train every run of one variant × task into a parquet file.
+"""``deltanet train``: train every run of one variant × task into a parquet file.
 
-    python -m deltanet.train --variant delta_net_4layer --task context_recall --config config.yaml \\
+    deltanet train --variant delta_net_4layer --task context_recall --config config.yaml \\
         --out results/runs/tiny/delta_net_4layer/context_recall.parquet [--scale tiny] [--device auto|cpu|cuda] \\
         [--threads N] [--checkpoint-dir DIR] [--cache-dir DIR]
 
-The engine lives in :mod:`deltanet.training` (protocol, run loop, job, provenance). This module parses and checks
+The engine is the rest of :mod:`deltanet.training` (protocol, run loop, job, provenance). This module parses and checks
 the arguments: a bad one (unknown variant, task or scale, malformed config, unwritable output, no CUDA) prints one
 ``deltanet train: error: ...`` line and exits 2. Exit codes: 0 done (diverged runs included), 2 bad arguments.
 
@@ -68,7 +68,8 @@ def _check_writable(path: Path, what: str) -> None:
 
 def make_job(args: argparse.Namespace):
     """Check every argument and build the :class:`~deltanet.training.job.Job` (imports torch)."""
-    from deltanet.config import ConfigError, load_config, resolve_scale
+    from deltanet.config import ConfigError, load_config
+    from deltanet.selection import resolve_scale
     from deltanet.tasks import TASK_IDS
     from deltanet.variants import get_variant
 
@@ -125,6 +126,3 @@ def main(argv: list[str] | None = None) -> int:
     run_job(job)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Shared pieces of the MAD tasks: the ``Task`` record, the ignore index, the data seed, row chunking."""
+"""What every MAD task generator uses: the ``Task`` record, the ignore index, the data seed, row chunking, checks."""
 
 from __future__ import annotations
 

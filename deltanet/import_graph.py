@@ -1,0 +1,90 @@
+"""Which package files a ``deltanet`` command loads, read from its import statements with ``ast`` (nothing imported).
+
+Snakemake does not track the modules a job imports, so each rule's inputs are the files of the command it runs
+(``workflow/rules/common.smk``): the closure of ``python -m deltanet <command>`` over ``import`` statements, those
+inside functions included (they run in the job, e.g. on a GPU only) and those under ``if TYPE_CHECKING:`` excluded.
+Imports no statement shows are roots the caller names: the command's module (``deltanet.cli.COMMANDS``) and the
+variant modules, which the registry imports by name. ``tests/test_import_graph.py`` compares the closure with the
+modules a real command loads.
+"""
+
+from __future__ import annotations
+
+import ast
+from functools import cache
+from pathlib import Path
+
+from deltanet.cli import COMMANDS
+
+PACKAGE = "deltanet"
+
+
+def module_file(package_dir: Path, module: str) -> Path | None:
+    """``deltanet.a.b`` -> ``<package_dir>/a/b.py`` or ``<package_dir>/a/b/__init__.py``; None if neither exists."""
+    base = package_dir.joinpath(*module.split(".")[1:])
+    candidates = ([base.with_suffix(".py")] if module != PACKAGE else []) + [base / "__init__.py"]
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def _imports(nodes, in_function: bool = False):
+    """``(import statement, inside a function)`` for each import under ``nodes``, not under ``if TYPE_CHECKING:``."""
+    for node in nodes:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node, in_function
+        elif isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            yield from _imports(node.orelse, in_function)
+        else:
+            function = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            yield from _imports(ast.iter_child_nodes(node), in_function or function)
+
+
+@cache
+def direct_imports(package_dir: Path, module: str) -> tuple[frozenset[str], frozenset[str]]:
+    """``(at import time, inside functions only)``: the package modules ``module`` imports, with their parent packages."""
+    path = module_file(package_dir, module)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    eager, lazy = set(), set()
+    try:
+        tree = ast.parse(path.read_text(), filename=str(path))
+    except SyntaxError:  # still an input of the jobs that run it; the config checks or the job report the line
+        return frozenset(), frozenset()
+    for node, in_function in _imports(tree.body):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == PACKAGE:
+                prefixes = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+                (lazy if in_function else eager).update(p for p in prefixes if module_file(package_dir, p))
+    eager.discard(module)
+    return frozenset(eager), frozenset(lazy - eager - {module})
+
+
+def closure(package_dir: Path, roots, ignore=frozenset(), lazy: bool = True) -> set[str]:
+    """The modules ``roots`` load (their parent packages included); ``ignore`` holds ``(importer, imported)`` edges
+    not to follow (a registry importing every task, when a job uses one); ``lazy=False`` drops function imports."""
+    todo = [".".join(root.split(".")[:i]) for root in roots for i in range(1, len(root.split(".")) + 1)]
+    seen = set()
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        eager, inside_functions = direct_imports(package_dir, module)
+        todo += [m for m in eager | (inside_functions if lazy else set()) if (module, m) not in ignore]
+    return seen
+
+
+def command_roots(command: str) -> list[str]:
+    """What ``python -m deltanet <command>`` starts from: the entry point and the command's module."""
+    return [f"{PACKAGE}.__main__", COMMANDS[command][0]]
+
+
+def source_files(package_dir: Path, modules) -> list[str]:
+    return sorted(str(module_file(package_dir, m)) for m in modules)
