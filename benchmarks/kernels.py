@@ -104,7 +104,7 @@ def tiny_cpu_demo() -> None:
 SMEM_LIMIT = 232448  # bytes of shared memory per block on sm_90 (227 KiB)
 
 
-def aot_check(dims=(32, 64, 128), chunks=CHUNK_SIZES, dtypes=("bf16", "fp32")) -> int:
+def aot_check(dims=(32, 64, 128, 256), chunks=CHUNK_SIZES, dtypes=("bf16", "fp32")) -> int:
     """Compile every kernel for sm_90 without a GPU; returns the number of kernels over the shared-memory limit."""
     import re
     import subprocess
@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunks", nargs="+", type=int, default=list(CHUNK_SIZES), help="chunk sizes for --aot-check")
     args = parser.parse_args(argv)
     if args.aot_check:
-        return aot_check(dims=tuple(args.D if args.D != [64, 128] else [32, 64, 128]), chunks=tuple(args.chunks))
+        # default: every head dim a profile uses (256: fla's Gated DeltaNet keys, the reference profile)
+        return aot_check(dims=tuple(args.D if args.D != [64, 128] else [32, 64, 128, 256]), chunks=tuple(args.chunks))
     if not torch.cuda.is_available():
         print("No CUDA device: kernel timings need an NVIDIA GPU (on CPU the Triton interpreter runs the kernels "
               "~1000x slower, so its timings mean nothing). Running one tiny shape to show the kernels work:")  # fmt: skip
