@@ -58,7 +58,8 @@ class ModelConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "dim", "num_heads", "head_dim", "expand_v", "chunk_size", "conv_size", "max_length"):
+        sizes = ("vocab_size", "dim", "num_heads", "head_dim", "expand_v", "chunk_size", "conv_size", "max_length")
+        for name in sizes:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"ModelConfig.{name} must be a positive int, got {value!r}")

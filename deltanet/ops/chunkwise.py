@@ -23,7 +23,8 @@ from torch import Tensor
 
 Carry = dict[str, Tensor]
 
-# How the naive ops compute inside the caller's autocast (``ModelConfig.loop_precision``; docs/fidelity.md "Loop precision").
+# How the naive ops compute inside the caller's autocast (``ModelConfig.loop_precision``; docs/fidelity.md,
+# "Loop precision").
 LOOP_PRECISIONS = ("fp32", "autocast")
 
 
