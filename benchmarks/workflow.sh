@@ -3,8 +3,9 @@
 #   1. DAG build time: `snakemake -n` of the full grid (24 variants x 6 tasks at scale=full); goal <= 2 s (no torch
 #      import: variant names, mixers and rule inputs are read from the files with ast). Measured on the 2-core dev
 #      machine under load from other jobs: 3.3-3.5 s before (the registry imported torch), 2.0 s after (snakemake's
-#      own start is ~1.0 s of it).
+#      own start is ~1.0 s of it); 1.8 s on the quiet machine (2026-11-29).
 #   2. Wall time of the default `snakemake --cores all` run (tiny scale, every variant x task); goal <= 10 min.
+#      2026-11-29, quiet 2-core machine: 667 s (11.1 min; 767 s before), 149 jobs incl. verify_kernels and identities.
 # Both run on a fresh copy of the workflow in a temp dir, so results/ and .snakemake/ here are left alone.
 # Usage: benchmarks/workflow.sh [--dag-only]
 set -euo pipefail
