@@ -6,6 +6,8 @@
 #      own start is ~1.0 s of it); 1.8 s on the quiet machine (2026-11-29).
 #   2. Wall time of the default `snakemake --cores all` run (tiny scale, every variant x task); goal <= 10 min.
 #      2026-11-29, quiet 2-core machine: 667 s (11.1 min; 767 s before), 149 jobs incl. verify_kernels and identities.
+#      One tiny job (delta_net_4layer x memorization, process start to exit), paired runs against commit cdab558:
+#      median 6.16 s now vs 6.17 s before (ratio 0.997): the new layers cost the job start nothing.
 # Both run on a fresh copy of the workflow in a temp dir, so results/ and .snakemake/ here are left alone.
 # Usage: benchmarks/workflow.sh [--dag-only]
 set -euo pipefail
