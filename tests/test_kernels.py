@@ -154,6 +154,19 @@ def test_dispatch_resolution():
         dispatch.resolve_backend("fast", "cpu")
 
 
+def test_kernels_run_only_where_they_fit_shared_memory():
+    """A 256-wide key head at chunk 64 needs more than sm_90's 227 KiB per block (``benchmarks/kernels.py
+    --aot-check``): ``auto`` falls back to the naive loop with a warning, ``triton`` and the kernel refuse it."""
+    cuda = torch.device("cuda")  # resolution only: nothing runs on it
+    assert dispatch._use_kernel("auto", cuda, 32, 256, fused_ok=True)
+    with pytest.warns(UserWarning, match="key head dims up to 128, got 256; using the naive loop"):
+        assert not dispatch._use_kernel("auto", cuda, 64, 256, fused_ok=True)
+    with pytest.raises(ValueError, match="kernels: triton: the Triton kernels launch at chunk_size 64 with key head"):
+        dispatch._use_kernel("triton", cuda, 64, 256, fused_ok=True)
+    with pytest.raises(ValueError, match="key head dims up to 128 at chunk_size 64"):
+        chunk_delta_rule(**make_inputs(1, 20, 1, 256, 16, False, torch.float32, h0=False), chunk_size=64)
+
+
 def test_dispatch_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(dispatch, "interpreter_enabled", lambda: False)
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):

@@ -19,7 +19,7 @@ from torch import Tensor
 from deltanet.ops.chunkwise import InitCarry, LoopBody, default_init_carry
 from deltanet.ops.delta_rule.naive import baseline_loop_body, delta_rule_chunkwise
 from deltanet.ops.gated_delta_rule.naive import gated_delta_rule_chunkwise, gated_loop_body
-from deltanet.ops.kernels.launch import CHUNK_SIZES, interpreter_enabled
+from deltanet.ops.kernels.launch import MAX_KEY_DIM, interpreter_enabled, kernels_fit
 
 BACKENDS = ("auto", "triton", "naive")
 
@@ -42,15 +42,19 @@ def resolve_backend(name: str, device: torch.device | str) -> str:
     )
 
 
-def _use_kernel(backend: str, device: torch.device, chunk_size: int, fused_ok: bool) -> bool:
+def _use_kernel(backend: str, device: torch.device, chunk_size: int, key_dim: int, fused_ok: bool) -> bool:
+    """Whether the kernels run; ``auto`` falls back to the naive loop (with a warning) where they cannot launch."""
     if not fused_ok:
         return False
     resolved = resolve_backend(backend, device)
-    if resolved == "triton" and chunk_size not in CHUNK_SIZES:
+    if resolved == "triton" and not kernels_fit(chunk_size, key_dim):
+        why = (f"the Triton kernels launch at chunk_size {chunk_size} with key head dims up to "
+               f"{MAX_KEY_DIM[chunk_size]}, got {key_dim}" if chunk_size in MAX_KEY_DIM else
+               f"the Triton kernels take chunk_size in {tuple(MAX_KEY_DIM)}, got {chunk_size}")  # fmt: skip
         if backend == "auto":
-            warnings.warn(f"chunk_size {chunk_size} has no Triton kernel (needs {CHUNK_SIZES}); using naive")
+            warnings.warn(f"{why}; using the naive loop")
             return False
-        raise ValueError(f"kernels: triton supports chunk_size in {CHUNK_SIZES}, got {chunk_size}")
+        raise ValueError(f"kernels: triton: {why}")
     return resolved == "triton"
 
 
@@ -75,7 +79,7 @@ def delta_rule(
     (:func:`deltanet.ops.chunkwise.loop_precision`). ``fused_ok``: ``loop_body`` is the baseline's, so the Triton
     kernels may run instead (pass False with any other loop). The kernels always accumulate in fp32 with dots in
     the precision of q's dtype, whatever the autocast state."""
-    if _use_kernel(backend, q.device, chunk_size, fused_ok):
+    if _use_kernel(backend, q.device, chunk_size, q.shape[-1], fused_ok):
         from deltanet.ops.delta_rule.chunk import chunk_delta_rule
 
         return chunk_delta_rule(q, k, v, beta, chunk_size=chunk_size, scale=scale, initial_state=initial_state)
@@ -103,7 +107,7 @@ def gated_delta_rule(
     loop_precision: str = "fp32",
 ) -> tuple[Tensor, Tensor]:
     """Gated delta rule through the chosen backend (see :func:`delta_rule`)."""
-    if _use_kernel(backend, q.device, chunk_size, fused_ok):
+    if _use_kernel(backend, q.device, chunk_size, q.shape[-1], fused_ok):
         from deltanet.ops.gated_delta_rule.chunk import chunk_gated_delta_rule
 
         return chunk_gated_delta_rule(

@@ -10,10 +10,10 @@ from deltanet.ops.chunkwise import check_inputs
 from deltanet.ops.kernels.backward import chunk_grads
 from deltanet.ops.kernels.chunk_output import output_forward
 from deltanet.ops.kernels.chunk_state import state_backward, state_forward
-from deltanet.ops.kernels.launch import CHUNK_SIZES, FAULTS, interpreter_enabled, launch_meta
+from deltanet.ops.kernels.launch import CHUNK_SIZES, FAULTS, MAX_KEY_DIM, interpreter_enabled, kernels_fit, launch_meta
 from deltanet.ops.kernels.wy import wy_forward
 
-MAX_HEAD_DIM = 256  # per kernel launch; wider value heads run in blocks (see chunk_rule)
+MAX_HEAD_DIM = 256  # value head dims per kernel launch; wider value heads run in blocks (see chunk_rule)
 
 
 def chunk_forward(q, k, v, g, beta, scale, h0, chunk_size, drop_update=False):
@@ -77,8 +77,9 @@ def chunk_rule(
     B, T, H, DK, DV = check_inputs(q, k, v, beta, g=g, initial_state=initial_state)
     if chunk_size not in CHUNK_SIZES:
         raise ValueError(f"chunk_size must be one of {CHUNK_SIZES} for the Triton kernels, got {chunk_size!r}")
-    if DK > MAX_HEAD_DIM:
-        raise ValueError(f"key head dims above {MAX_HEAD_DIM} are not supported by the Triton kernels (Dk={DK})")
+    if not kernels_fit(chunk_size, DK):
+        raise ValueError(f"the Triton kernels take key head dims up to {MAX_KEY_DIM[chunk_size]} at chunk_size "
+                         f"{chunk_size} (shared memory; MAX_KEY_DIM {MAX_KEY_DIM}), got Dk={DK}")  # fmt: skip
     if fault is not None and fault not in FAULTS:
         raise ValueError(f"fault must be None or one of {FAULTS}, got {fault!r}")
     interpreted = interpreter_enabled()

@@ -13,9 +13,18 @@ import sys
 import torch
 from torch import Tensor
 
-CHUNK_SIZES = (16, 32, 64)  # the chunk sizes the kernels are written for (the naive ops take any)
+# The chunk sizes the kernels are written for (the naive ops take any), each with the widest key head whose every
+# kernel fits the sm_90 (H100/H200) shared memory, 227 KiB per block — compiled without a GPU by
+# ``python benchmarks/kernels.py --aot-check``: at chunk 64 a 256-wide key head needs up to 368 KiB (backward).
+MAX_KEY_DIM = {16: 256, 32: 256, 64: 128}
+CHUNK_SIZES = tuple(MAX_KEY_DIM)
 # test-only faults, passed in by ``deltanet verify-kernels --inject-fault`` to show it catches a wrong kernel
 FAULTS = ("drop_state_update",)
+
+
+def kernels_fit(chunk_size: int, key_dim: int) -> bool:
+    """Whether the kernels launch at this chunk size and key head dim (see ``MAX_KEY_DIM``)."""
+    return key_dim <= MAX_KEY_DIM.get(chunk_size, 0)
 
 
 def _env_interpret() -> bool:
@@ -64,8 +73,8 @@ def launch_config(DK: int, DV: int, C: int, dtype: torch.dtype, interpreted: boo
     """Block sizes, warps and stages per kernel family.
 
     Interpreter: one value block everywhere (fewer program instances). GPU: sized so that every kernel's shared
-    memory stays under the H100/H200 limit (227 KiB) for Dk ≤ 128 — checked without a GPU by compiling for sm_90
-    (``python benchmarks/kernels.py --aot-check``) — with smaller value blocks for larger key dims:
+    memory stays under the H100/H200 limit (227 KiB) up to ``MAX_KEY_DIM`` — checked without a GPU by compiling for
+    sm_90 (``python benchmarks/kernels.py --aot-check``) — with smaller value blocks for larger key dims:
     ``h`` = the sequential state kernels (fwd_h, bwd_dh; pipelining limited to 2 stages), ``o`` = wy/fwd_o,
     ``m`` = the per-chunk backward. fp32 inputs use 3-pass tf32 dots (≈ fp32 accuracy on tensor cores), fp16/bf16
     inputs tf32 dots; accumulation is fp32 throughout.
