@@ -12,6 +12,7 @@ passes the items of a ``--config`` list as strings (``seeds=[1,2]`` gives ``['1'
 from __future__ import annotations
 
 import re
+from functools import cache
 from pathlib import Path
 
 import jsonschema
@@ -21,6 +22,12 @@ from deltanet.tasks import TASK_IDS, task_settings
 from deltanet.variants.catalog import variant_names
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
+
+
+@cache
+def config_schema() -> dict:
+    """The config's JSON Schema, parsed once per process (both the conversion and the validation walk it)."""
+    return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
 class ConfigError(ValueError):
@@ -61,7 +68,7 @@ def coerce_to_schema(config: object, schema: dict | None = None) -> object:
     Only strings that spell such a value exactly are converted (``"12"`` -> 12, ``"5e-3"`` -> 0.005,
     ``"false"`` -> False); anything else is left for the schema check to report.
     """
-    root = yaml.safe_load(SCHEMA_PATH.read_text()) if schema is None else schema
+    root = config_schema() if schema is None else schema
 
     def walk(value, node):
         while "$ref" in node:  # local refs only: "#/$defs/name"
@@ -84,7 +91,7 @@ def coerce_to_schema(config: object, schema: dict | None = None) -> object:
 
 def validate_config(config: object, source: str = "config") -> None:
     """Schema check, then names: scale defined, variants and tasks registered, lists non-empty."""
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    schema = config_schema()
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]

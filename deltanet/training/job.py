@@ -20,9 +20,9 @@ import json
 import shutil
 import time
 from dataclasses import dataclass
-from typing import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
