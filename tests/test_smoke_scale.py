@@ -32,7 +32,7 @@ def test_smoke_scale_is_the_full_scale_cut_short():
 def test_every_setting_and_every_model_runs_at_real_shapes(tmp_path):
     """Both baselines × all 66 settings, every other variant × each task's largest setting: finite, one step each."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["scales"]["smoke"]["optim"].update(batch_size=2, precision="bf16", max_steps_per_epoch=1)
+    config["scales"]["smoke"]["optim"].update(batch_size=2, eval_batch_size=2, precision="bf16", max_steps_per_epoch=1)
     df = pd.DataFrame(smoke(config, "smoke", torch.device("cpu"), variant_names(), list(TASK_IDS), tmp_path))
     print(summary_markdown(df, "smoke", "cpu"))
     settings = {t: task_settings(t, "mad", {}) for t in TASK_IDS}

@@ -186,6 +186,27 @@ def test_job_reports_the_lowest_perplexity_epoch(tmp_path, monkeypatch):
     assert row.train_acc == 0.7  # train metrics are evaluated on the best epoch's model at the end
 
 
+@pytest.mark.parametrize("eval_batch", [None, 32])
+def test_scoring_batches_follow_eval_batch_size(tmp_path, monkeypatch, eval_batch):
+    """Training steps take ``batch_size`` examples; every evaluation (test each epoch, train at the end) runs in
+    batches of ``eval_batch_size``, which defaults to ``batch_size`` (MAD scores in its loader's batches)."""
+    import deltanet.training.loop as loop
+
+    steps, scored = [], []
+    real_step, real_evaluate = loop.train_step, loop.evaluate
+    monkeypatch.setattr(loop, "train_step", lambda model, opt, x, *a, **k: steps.append(len(x)) or real_step(
+        model, opt, x, *a, **k))  # fmt: skip
+    monkeypatch.setattr(loop, "evaluate", lambda model, inputs, targets, batch, *a, **k: scored.append(
+        (len(inputs), batch)) or real_evaluate(model, inputs, targets, batch, *a, **k))  # fmt: skip
+    optim = {"batch_size": 16, "max_epochs": 2, "lrs": [1e-2]}
+    if eval_batch is not None:
+        optim["eval_batch_size"] = eval_batch
+    config, out = write_config(tmp_path, **optim), tmp_path / "runs.parquet"
+    assert train(config, out) == 0
+    assert steps == [16] * 8  # 64 examples, 2 epochs
+    assert scored == [(32, eval_batch or 16)] * 2 + [(64, eval_batch or 16)]
+
+
 def _bad_config(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "bad.yaml"
     path.write_text(text)

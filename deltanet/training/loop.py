@@ -4,9 +4,11 @@ AdamW (torch defaults: betas (0.9, 0.999), eps 1e-8, weight decay on every param
 (T_max = max_epochs, eta_min = min_lr) stepped once per epoch, a shuffled training set (the last batch may be
 short), cross-entropy with ignore_index -100, evaluation on the test set after every epoch, early stop at
 ``stop_accuracy``, and the reported metrics of the epoch with the lowest test perplexity (its train metrics are
-evaluated on the saved best model at the end). Precision (``optim.precision``): ``auto`` = bf16 autocast on CUDA
-(MAD trains bf16-mixed) and fp32 elsewhere; ``bf16`` forces the GPU path's autocast on any device (CPU tests of the
-GPU code path); ``fp32`` turns autocast off. ``optim.max_steps_per_epoch`` / ``max_eval_batches`` (the smoke scale)
+evaluated on the saved best model at the end). Evaluations run in batches of ``optim.eval_batch_size`` (default:
+``batch_size``): MAD's accuracy is the mean of per-batch macro accuracies over its loader's batches of 128, so a
+scale that trains on smaller batches still scores in batches of 128. Precision (``optim.precision``): ``auto`` =
+bf16 autocast on CUDA (MAD trains bf16-mixed) and fp32 elsewhere; ``bf16`` forces the GPU path's autocast on any
+device (CPU tests of the GPU code path); ``fp32`` turns autocast off. ``optim.max_steps_per_epoch`` / ``max_eval_batches`` (the smoke scale)
 cap the batches of each epoch and of each evaluation.
 
 Determinism: every run seeds python, numpy and torch with its seed before building the model, and shuffles with
@@ -209,6 +211,7 @@ def train_run(plan: RunPlan, data: TensorData, ckpt: Path, on_epoch: Callable[[R
     max_epochs, batch_size = opt_cfg["max_epochs"], opt_cfg["batch_size"]
     amp = autocast_dtype(opt_cfg.get("precision", "auto"), device)
     max_steps, max_eval = opt_cfg.get("max_steps_per_epoch"), opt_cfg.get("max_eval_batches")
+    eval_batch = opt_cfg.get("eval_batch_size", batch_size)
     seq_len = data.train_inputs.shape[1]
     started = time.perf_counter()
 
@@ -254,7 +257,7 @@ def train_run(plan: RunPlan, data: TensorData, ckpt: Path, on_epoch: Callable[[R
             test = dict(NAN_METRICS)
             state.stop_reason = "diverged"
         else:
-            test = evaluate(model, data.test_inputs, data.test_targets, batch_size, plan.vocab_size, device, amp,
+            test = evaluate(model, data.test_inputs, data.test_targets, eval_batch, plan.vocab_size, device, amp,
                             max_eval)  # fmt: skip
             if protocol.is_better(test["ppl"], state.best_metrics["ppl"] if state.best_epoch else None):
                 state.best_epoch, state.best_metrics = epoch, test
@@ -272,7 +275,7 @@ def train_run(plan: RunPlan, data: TensorData, ckpt: Path, on_epoch: Callable[[R
         state.stop_reason = "max_epochs"
     if state.best_model is not None:
         model.load_state_dict(state.best_model)
-        train = evaluate(model, data.train_inputs, data.train_targets, batch_size, plan.vocab_size, device, amp,
+        train = evaluate(model, data.train_inputs, data.train_targets, eval_batch, plan.vocab_size, device, amp,
                          max_eval)  # fmt: skip
     else:
         train = dict(NAN_METRICS)

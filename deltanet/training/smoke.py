@@ -109,7 +109,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--config", type=Path, default=Path("config.yaml"))
     p.add_argument("--scale", default="smoke", help="scale under `scales` (default: smoke)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--batch-size", type=int, help="override optim.batch_size (smaller batches on a CPU)")
+    p.add_argument("--batch-size", type=int,
+                   help="override optim.batch_size and eval_batch_size (smaller batches on a CPU)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="override optim.precision")
     p.add_argument("--variants", help="comma-separated subset (default: every registered variant)")
     p.add_argument("--tasks", help="comma-separated subset (default: every task)")
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         chosen[key] = names
     optim = config["scales"][args.scale]["optim"]
     if args.batch_size:
-        optim["batch_size"] = args.batch_size
+        optim["batch_size"] = optim["eval_batch_size"] = args.batch_size
     if args.precision:
         optim["precision"] = args.precision
 
