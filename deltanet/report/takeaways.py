@@ -134,9 +134,9 @@ def _baselines_apart(wide: pd.DataFrame) -> list[str]:
     where = ", ".join(f"{task} ({scores.at[GATED_BASELINE, task]:.3f} vs {scores.at[DELTA_BASELINE, task]:.3f})"
                       for task in lagging.index)  # fmt: skip
     return [f"The two baselines are far apart on {where} (`{GATED_BASELINE}` vs `{DELTA_BASELINE}`). At this scale "
-            "every model trains at the scale's single learning rate, which can be far from a model's best: at the "
-            "tiny size Gated DeltaNet needs a smaller one than DeltaNet (docs/fidelity.md, \"Tiny scale\"). The "
-            "full scale sweeps the learning rate and keeps each model's best, as MAD does."]
+            "every model trains at the scale's single learning rate, which can be far from a model's best (at "
+            "the tiny size Gated DeltaNet's output gate needs smaller ones than DeltaNet: docs/fidelity.md, "
+            "\"Tiny scale\"). The full scale sweeps the learning rate and keeps each model's best, as MAD does."]
 
 
 def _mark_lookup(d: pd.DataFrame | None, marks: pd.DataFrame | None) -> dict[tuple[str, str], str]:

@@ -11,13 +11,16 @@ import time
 
 import pandas as pd
 import pytest
+import yaml
 
-from .helpers import copy_workflow, env, last_lines, planned_jobs, snakemake, write_config
+from .helpers import REPO, copy_workflow, env, last_lines, planned_jobs, snakemake, write_config
 
 VARIANTS = ["delta_net_4layer", "gated_delta_net_4layer"]
 TASK = "memorization"
 RUN = f"results/tiny/runs/{VARIANTS[0]}/{TASK}.parquet"
-TINY_LR = 5.0e-3
+TINY_LR = yaml.safe_load((REPO / "config.yaml").read_text())["scales"]["tiny"]["optim"]["lrs"][0]
+OTHER_LR = 1.0e-4  # the lr of a dry run and of a second, refused Snakemake call
+assert OTHER_LR != TINY_LR
 
 pytestmark = pytest.mark.slow
 
@@ -129,7 +132,7 @@ def test_a_dry_run_with_other_settings_writes_nothing(workdir, tmp_path):
     """Nothing a job reads changes under it: a dry run (and a run refused by the lock, below) writes no file."""
     before = results_state(workdir)
     other = tmp_path / "lr.yaml"
-    other.write_text("scales: {tiny: {optim: {lrs: [1.0e-4]}}}\n")
+    other.write_text(f"scales: {{tiny: {{optim: {{lrs: [{OTHER_LR}]}}}}}}\n")
     snakemake(workdir, "--dry-run", "--configfile", str(other))
     assert results_state(workdir) == before
 
@@ -138,7 +141,7 @@ def test_a_second_call_cannot_change_the_settings_of_a_running_one(workdir, tmp_
     """The issue's reproduction: while the first train job runs, a second call with another lr is refused by the
     lock; the pending second job must still train at the first call's lr."""
     other = tmp_path / "lr.yaml"
-    other.write_text("scales: {tiny: {optim: {lrs: [1.0e-4]}}}\n")
+    other.write_text(f"scales: {{tiny: {{optim: {{lrs: [{OTHER_LR}]}}}}}}\n")
     log = tmp_path / "first.log"
     first = start_snakemake(workdir, "--cores", "1", "--forcerun", "train", log=log)
     try:
