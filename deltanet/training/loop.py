@@ -8,8 +8,8 @@ evaluated on the saved best model at the end). Evaluations run in batches of ``o
 ``batch_size``): MAD's accuracy is the mean of per-batch macro accuracies over its loader's batches of 128, so a
 scale that trains on smaller batches still scores in batches of 128. Precision (``optim.precision``): ``auto`` =
 bf16 autocast on CUDA (MAD trains bf16-mixed) and fp32 elsewhere; ``bf16`` forces the GPU path's autocast on any
-device (CPU tests of the GPU code path); ``fp32`` turns autocast off. ``optim.max_steps_per_epoch`` / ``max_eval_batches`` (the smoke scale)
-cap the batches of each epoch and of each evaluation.
+device (CPU tests of the GPU code path); ``fp32`` turns autocast off. ``optim.max_steps_per_epoch`` /
+``max_eval_batches`` (the smoke scale) cap the batches of each epoch and of each evaluation.
 
 Determinism: every run seeds python, numpy and torch with its seed before building the model, and shuffles with
 its own ``torch.Generator`` seeded the same, so a run's result does not depend on the runs before it; the
