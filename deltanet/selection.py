@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-
+from deltanet.machine import nvidia_gpu_visible
 from deltanet.tasks import TASK_IDS
 from deltanet.variants.catalog import variant_names
-
-
-def nvidia_gpu_visible() -> bool:
-    """True when ``nvidia-smi -L`` lists a GPU (cheap: no torch import, so the Snakefile can ask)."""
-    if not shutil.which("nvidia-smi"):
-        return False
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and "GPU" in out.stdout
 
 
 def resolve_scale(config: dict) -> str:

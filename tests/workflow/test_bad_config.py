@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from deltanet.selection import nvidia_gpu_visible
+from deltanet.machine import nvidia_gpu_visible
 
 from .helpers import copy_workflow, job_counts, last_lines, snakemake, write_config
 

@@ -7,7 +7,6 @@ files of other variants and other tasks, so editing one variant reruns only its 
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
@@ -25,7 +24,8 @@ from deltanet.config import (
 )
 from deltanet.import_graph import closure, command_roots, source_files
 from deltanet.io import write_text_atomic
-from deltanet.selection import nvidia_gpu_visible, resolve_scale, selected
+from deltanet.machine import nvidia_gpu_visible, triton_interpreter_requested
+from deltanet.selection import resolve_scale, selected
 from deltanet.tasks import TASK_IDS, task_settings
 from deltanet.variants.catalog import check_known, variant_mixer, variant_names
 
@@ -130,7 +130,7 @@ def check_runnable_here(config, scale):
             "or use --config scale=tiny"
         )
     # The Triton interpreter (TRITON_INTERPRET=1) runs the kernels on a CPU, slowly: for tests only.
-    if config["kernels"] == "triton" and os.environ.get("TRITON_INTERPRET") != "1":
+    if config["kernels"] == "triton" and not triton_interpreter_requested():
         raise WorkflowError(
             "kernels 'triton' needs an NVIDIA GPU and this machine, where the jobs would run, has none: "
             "use --config kernels=auto (Triton on CUDA, naive elsewhere) or kernels=naive"

@@ -1,4 +1,4 @@
-"""How the kernels are launched: interpreter or compiler (the one place that knows), chunk sizes, block sizes.
+"""How the kernels are launched: interpreter or compiler (the one place that decides), chunk sizes, block sizes.
 
 Triton chooses interpreter-or-compiler when a function is decorated: its own standard library at ``import triton``,
 our kernels when their stage modules are imported. So the switch (``TRITON_INTERPRET=1``) must be set before either
@@ -13,6 +13,8 @@ import sys
 import torch
 from torch import Tensor
 
+from deltanet.machine import triton_interpreter_requested
+
 # The chunk sizes the kernels are written for (the naive ops take any), each with the widest key head whose every
 # kernel fits the sm_90 (H100/H200) shared memory, 227 KiB per block — compiled without a GPU by
 # ``python benchmarks/kernels.py --aot-check``: at chunk 64 a 256-wide key head needs up to 368 KiB (backward).
@@ -25,10 +27,6 @@ FAULTS = ("drop_state_update",)
 def kernels_fit(chunk_size: int, key_dim: int) -> bool:
     """Whether the kernels launch at this chunk size and key head dim (see ``MAX_KEY_DIM``)."""
     return key_dim <= MAX_KEY_DIM.get(chunk_size, 0)
-
-
-def _env_interpret() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0").lower() not in ("", "0", "false", "off", "no")
 
 
 def _triton_interpreted() -> bool | None:
@@ -57,7 +55,7 @@ def enable_interpreter() -> None:
 def interpreter_enabled() -> bool:
     """Whether the kernels run (or will run, once imported) in the Triton interpreter in this process."""
     state = _triton_interpreted()
-    return _env_interpret() if state is None else state
+    return triton_interpreter_requested() if state is None else state
 
 
 # triton.next_power_of_2 / triton.cdiv, without importing triton (see the module docstring)
