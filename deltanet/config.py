@@ -49,8 +49,14 @@ def read_yaml(path: str | Path) -> object:
 
 
 def load_config(path: str | Path) -> dict:
-    config = coerce_to_schema(read_yaml(path))
-    validate_config(config, source=str(path))
+    return checked_config(read_yaml(path), str(path))
+
+
+def checked_config(config: object, source: str) -> dict:
+    """``config`` ready to use: numbers given as strings converted, validated against the schema (errors name
+    ``source``), each scale's model resolved against its fidelity profile. The CLI and the workflow both use it."""
+    config = coerce_to_schema(config)
+    validate_config(config, source=source)
     return resolve_profiles(config)
 
 

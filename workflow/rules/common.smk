@@ -15,13 +15,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.settings.types import DeploymentMethod
 
-from deltanet.config import (
-    ConfigError,
-    coerce_to_schema,
-    read_yaml,
-    resolve_profiles,
-    validate_config,
-)
+from deltanet.config import ConfigError, checked_config, read_yaml
 from deltanet.import_graph import closure, command_roots, source_files
 from deltanet.io import write_text_atomic
 from deltanet.machine import nvidia_gpu_visible, triton_interpreter_requested
@@ -50,21 +44,20 @@ def check_results_folder():
 
 
 def check_config(config):
-    """The CLI's checks, raised as a WorkflowError before any job is built; numbers given as strings are converted.
+    """The CLI's checks, raised as a WorkflowError before any job is built.
 
-    Schema, then registered names, then every selected variant file must parse and declare its MIXER (read with
-    ``ast``, no torch: a syntax error names its line; an import error is the job's failure line); then each scale's
-    model is resolved against its fidelity profile (a profile edit reruns the jobs it changes).
+    ``checked_config`` as the CLI loads it (numbers given as strings converted, schema and registered names, each
+    scale's model resolved against its fidelity profile, so a profile edit reruns the jobs it changes); then every
+    selected variant file must parse and declare its MIXER (read with ``ast``, no torch: a syntax error names its
+    line; an import error is the job's failure line).
     """
-    config.update(coerce_to_schema(config))
     try:
-        validate_config(config, source="config")
+        config.update(checked_config(config, source="config"))
         for name in selected(config, "variants"):
             variant_mixer(name)
     # ConfigError, or the registry's one-line message for a broken variant module
     except ValueError as err:
         raise WorkflowError(str(err)) from None
-    resolve_profiles(config)
 
 
 def resolve_and_announce_scale(config):
