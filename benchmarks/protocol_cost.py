@@ -49,8 +49,9 @@ def epoch_seconds(config: dict, scale: str, task: str, epochs: int, device: torc
     """Mean wall seconds of an epoch (training + evaluation) of the baseline on the task's baseline setting."""
     scale_cfg = config["scales"][scale]
     setting = task_settings(task, "baseline", scale_cfg["task_overrides"].get(task, {}))[0]
-    batch = scale_cfg["optim"]["batch_size"]
-    full_batches = sum(-(-setting.fields[f"num_{part}_examples"] // batch) for part in ("train", "test"))
+    optim = scale_cfg["optim"]
+    batches = {"train": optim["batch_size"], "test": optim.get("eval_batch_size", optim["batch_size"])}
+    full_batches = sum(-(-setting.fields[f"num_{part}_examples"] // batch) for part, batch in batches.items())
     caps = {} if steps is None else {"max_steps_per_epoch": steps, "max_eval_batches": steps}
     data = TensorData.from_datasets(make_datasets(setting), device)
     stamps = [time.perf_counter()]

@@ -3,7 +3,8 @@
     PYTHONPATH=. python benchmarks/train_throughput.py [--config config.yaml] [--scale full] [--seq-len 128]
         [--vocab-size 16] [--steps 5] [--warmup 2] [--device auto|cpu|cuda] [--variants a,b,...] [--json PATH]
 
-Model shapes and batch size come from the scale (default ``full``: d=128, 4 heads × 32, chunk 64, batch 128);
+Model shapes, kernels and batch size come from the config and scale, as a job gets them (default ``full``: d=128,
+4 heads × 32, the reference profile's chunk 32 and fla-sized Gated DeltaNet, batch 128, Triton on CUDA);
 sequences are uniform random tokens (throughput does not depend on the data). One step = forward, next-token
 cross-entropy, backward, AdamW step, under the precision a job uses (``optim.precision``: bf16 autocast on CUDA).
 The table is printed as markdown; ``--json`` also writes {variant: {"tokens_per_second", "ratio"}}.
@@ -68,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the figures as JSON to this path")
     args = p.parse_args(argv)
 
-    scale = load_config(args.config)["scales"][args.scale]
+    config = load_config(args.config)
+    scale = config["scales"][args.scale]
+    model_kwargs = {**scale["model"], "kernels": config["kernels"]}  # as deltanet train builds it
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")  # fmt: skip
     torch.set_float32_matmul_precision("high")
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {}
     for variant in names:
         try:
-            rows[variant] = step_tokens_per_second(variant, scale["model"], batch, args.seq_len, args.vocab_size,
+            rows[variant] = step_tokens_per_second(variant, model_kwargs, batch, args.seq_len, args.vocab_size,
                                                    args.steps, args.warmup, device,
                                                    scale["optim"].get("precision", "auto"))  # fmt: skip
         except Exception as err:  # one broken variant should not hide the others' numbers
