@@ -30,14 +30,17 @@ def largest(settings: list) -> object:
 
 
 def plan_runs(scale_cfg: dict, variants: list[str], tasks: list[str]) -> list[tuple[str, str, object]]:
-    """(variant, task, setting) for every run of the smoke check, baselines first."""
+    """(variant, task, setting) for every run of the smoke check, grouped by setting so that each dataset is built
+    once: per task, the baselines on every setting, the largest setting last, where the other variants follow."""
     from deltanet.tasks import task_settings
 
     runs = []
     for task in tasks:
         settings = task_settings(task, scale_cfg["grid"], scale_cfg["task_overrides"].get(task, {}))
-        runs += [(v, task, s) for v in variants if v in BASELINES for s in settings]
-        runs += [(v, task, largest(settings)) for v in variants if v not in BASELINES]
+        big = largest(settings)
+        for setting in [s for s in settings if s is not big] + [big]:
+            runs += [(v, task, setting) for v in variants if v in BASELINES]
+        runs += [(v, task, big) for v in variants if v not in BASELINES]
     return runs
 
 
