@@ -68,13 +68,13 @@ _SCALARS = {
 }
 
 
-def coerce_to_schema(config: object, schema: dict | None = None) -> object:
+def coerce_to_schema(config: object) -> object:
     """A copy of ``config`` with strings converted where the schema wants an integer, number or boolean.
 
     Only strings that spell such a value exactly are converted (``"12"`` -> 12, ``"5e-3"`` -> 0.005,
     ``"false"`` -> False); anything else is left for the schema check to report.
     """
-    root = config_schema() if schema is None else schema
+    root = config_schema()
 
     def walk(value, node):
         while "$ref" in node:  # local refs only: "#/$defs/name"

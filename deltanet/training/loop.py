@@ -241,9 +241,9 @@ def train_run(plan: RunPlan, data: TensorData, ckpt: Path, on_epoch: Callable[[R
         perm = torch.randperm(n_train, generator=shuffle).to(device)
         loss_sum = torch.zeros((), device=device)
         steps = 0
+        hook = None if loss_hook is None else lambda loss: loss_hook(plan.index, epoch, loss)
         for start in range(0, n_train, batch_size)[:max_steps]:
             idx = perm[start : start + batch_size]
-            hook = None if loss_hook is None else lambda loss: loss_hook(plan.index, epoch, loss)
             loss_sum += train_step(model, optimizer, data.train_inputs[idx], data.train_targets[idx], amp, hook)
             steps += 1
         scheduler.step()

@@ -16,13 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from tabulate import tabulate
 
-from deltanet.config import ConfigError, load_config
-from deltanet.selection import resolve_scale
 from deltanet.io import write_text_atomic
-from deltanet.variants import MIXER_KINDS, PACKAGE_DIR, get_variant, variant_names
+from deltanet.variants import MIXER_KINDS, NOT_VARIANTS, PACKAGE_DIR, get_variant, variant_names
 
 DEFAULT_VOCAB = 16  # MAD vocabulary size used for the parameter counts
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -97,7 +94,7 @@ def check_new_name(name: str, folder: Path = PACKAGE_DIR) -> None:
     """Raise ValueError unless ``name`` is a fresh, importable variant module name."""
     if not NAME_RE.match(name) or keyword.iskeyword(name):
         raise ValueError(f"variant name {name!r} must be lower-case letters, digits and '_', starting with a letter")
-    if name in ("cli",) or (folder / f"{name}.py").exists():
+    if name in NOT_VARIANTS or (folder / f"{name}.py").exists():
         raise ValueError(f"variant {name!r} already exists: {folder / f'{name}.py'}")
 
 
@@ -143,7 +140,11 @@ def variant_rows(vocab_size: int = DEFAULT_VOCAB) -> list[tuple[str, str, int, s
 
 def identities_main(config_path: str, scale: str | None, out: str | None) -> int:
     """``deltanet variants --identities``: print the identities at ``scale`` (and write them as JSON to ``out``)."""
+    import torch
+
+    from deltanet.config import ConfigError, load_config
     from deltanet.identities import TOLERANCE, find_identities  # imports the model, which imports the registry
+    from deltanet.selection import resolve_scale
 
     try:
         config = load_config(config_path)

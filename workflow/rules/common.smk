@@ -206,10 +206,6 @@ def command_sources(command, *modules):
     return source_files(PACKAGE, closure(PACKAGE, roots, ignore=REGISTRY_EDGES))
 
 
-def kernel_sources():
-    return command_sources("verify-kernels")
-
-
 def train_sources(wildcards):
     """The train command with this job's variant and task, nothing of the others."""
     return command_sources(

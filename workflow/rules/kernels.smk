@@ -1,7 +1,7 @@
 rule verify_kernels:
     """Check the fast kernels against the naive ops; a failed case fails the job and nothing trains."""
     input:
-        sources=kernel_sources(),
+        sources=command_sources("verify-kernels"),
         image=image_input(),
     output:
         table="results/{scale}/kernels/verify.parquet",
