@@ -41,7 +41,7 @@ def test_gpu_check_says_why_fla_is_skipped(tmp_path):
     assert path is None and note.startswith("skipped: pip could not install fla-core")
 
 
-def test_a_failing_part_is_reported_and_the_rest_still_runs(tmp_path):
+def test_a_failing_part_is_reported_and_a_part_past_the_deadline_is_skipped(tmp_path):
     results = [gpu_check.run_part("boom", [sys.executable, "-c", "raise SystemExit(3)"], 30, {}, tmp_path / "b.log",
                                   deadline=float("inf")),
                gpu_check.run_part("late", [sys.executable, "-c", "1"], 30, {}, tmp_path / "l.log", deadline=0)]

@@ -27,8 +27,17 @@ from deltanet.training.lockfile import Pin, normalize, read_pins, target
 tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ (the locks are resolved for 3.11)")
 
 REPO = Path(__file__).resolve().parents[1]
-# lock -> the pyproject extras it must also satisfy
-LOCKS = {"requirements/cuda.txt": (), "requirements/cpu.txt": ("test",)}
+
+
+def lock_script():
+    spec = importlib.util.spec_from_file_location("lock", REPO / "requirements" / "lock.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# lock -> the pyproject extras it must also satisfy (as requirements/lock.py resolves it)
+LOCKS = {lock: tuple(extras) for lock, (_, extras, _) in lock_script().LOCKS.items()}
 # torch and what only torch's CUDA build needs: GBs of wheels, left out of the fresh-venv install
 TORCH_PART = re.compile(r"torch|triton|nvidia-.*|cuda-.*")
 
@@ -51,13 +60,6 @@ def disagreements(pyproject: dict, lock_text: str, extras: tuple[str, ...]) -> l
         elif not requirement.specifier.contains(Version(pin.version), prereleases=True):
             problems.append(f"{requirement} but the lock pins {pin.version}")
     return problems
-
-
-def lock_script():
-    spec = importlib.util.spec_from_file_location("lock", REPO / "requirements" / "lock.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("lock", LOCKS)
