@@ -13,7 +13,10 @@ from deltanet.ops.kernels.chunk_state import state_backward, state_forward
 from deltanet.ops.kernels.launch import CHUNK_SIZES, FAULTS, MAX_KEY_DIM, interpreter_enabled, kernels_fit, launch_meta
 from deltanet.ops.kernels.wy import wy_forward
 
-MAX_HEAD_DIM = 256  # value head dims per kernel launch; wider value heads run in blocks (see chunk_rule)
+# Value head dims per kernel launch; wider value heads run in blocks (see chunk_rule). The kernels would loop over
+# wider ones themselves, but their state offsets (bh·NT + n)·Dk·Dv are int32: at the reference profile's largest
+# launch (batch 128 × 6 heads, seq 1024 at chunk 32, Dk 256) Dv = 512 reaches 3.2e9 > 2^31, a block of 256 1.6e9.
+MAX_HEAD_DIM = 256
 
 
 def chunk_forward(q, k, v, g, beta, scale, h0, chunk_size, drop_update=False):
