@@ -40,25 +40,57 @@ def chunk_backward(q, k, v, g, beta, scale, h0, chunk_size, saved, do, dht):
 
 
 class ChunkDeltaRuleFunction(torch.autograd.Function):
-    """Autograd wrapper over the forward/backward kernels; ``g is None`` = the ungated delta rule."""
+    """Autograd wrapper over the forward/backward kernels; ``g is None`` = the ungated delta rule.
+
+    ``forward`` returns (o, final state, *intermediates the backward reuses); :func:`chunk_rule` hands out the first
+    two. Under ``torch.func.vmap`` (fused runs: members of a group, ``deltanet/training/group.py``) the members are
+    folded into the batch dimension: the kernels have no parameters and treat every batch row alike, so one launch
+    of batch R·B computes all R members."""
 
     @staticmethod
-    def forward(ctx, q, k, v, g, beta, scale, initial_state, chunk_size, drop_update):
+    def forward(q, k, v, g, beta, scale, initial_state, chunk_size, drop_update):
         q, k, v, beta = (x.contiguous() for x in (q, k, v, beta))
         g = g.contiguous() if g is not None else None
         h0 = initial_state.contiguous() if initial_state is not None else None
         o, ht, saved = chunk_forward(q, k, v, g, beta, scale, h0, chunk_size, drop_update)
-        ctx.save_for_backward(q, k, v, g, beta, h0, *saved)
-        ctx.scale, ctx.chunk_size, ctx.h0_dtype = scale, chunk_size, None if h0 is None else h0.dtype
-        return o, ht
+        return (o, ht, *saved)
 
     @staticmethod
-    def backward(ctx, do, dht):
+    def setup_context(ctx, inputs, output):
+        q, k, v, g, beta, scale, initial_state, chunk_size, _ = inputs
+        saved = output[2:]
+        ctx.mark_non_differentiable(*(t for t in saved if t is not None))
+        ctx.save_for_backward(q, k, v, g, beta, initial_state, *saved)
+        ctx.scale, ctx.chunk_size = scale, chunk_size
+
+    @staticmethod
+    def backward(ctx, do, dht, *_):
         q, k, v, g, beta, h0, *saved = ctx.saved_tensors
+        q, k, v, beta = (x.contiguous() for x in (q, k, v, beta))
+        g = g.contiguous() if g is not None else None
+        h0_in = h0.contiguous() if h0 is not None else None
         dht = dht.contiguous() if dht is not None else None
-        dq, dk, dv, dg, dbeta, dh0 = chunk_backward(q, k, v, g, beta, ctx.scale, h0, ctx.chunk_size, saved, do, dht)
-        dh0 = dh0.to(ctx.h0_dtype) if ctx.h0_dtype is not None else None
+        dq, dk, dv, dg, dbeta, dh0 = chunk_backward(q, k, v, g, beta, ctx.scale, h0_in, ctx.chunk_size, saved, do,
+                                                    dht)  # fmt: skip
+        dh0 = dh0.to(h0.dtype) if h0 is not None else None
         return dq, dk, dv, dg, dbeta, None, dh0, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, q, k, v, g, beta, scale, initial_state, chunk_size, drop_update):
+        """R members (vmap level) × batch B → one launch of batch R·B; outputs split back into [R, B·…, …]."""
+        R = info.batch_size
+
+        def fold(x, dim):
+            if x is None:
+                return None
+            x = x.expand(R, *x.shape) if dim is None else x.movedim(dim, 0)
+            return x.reshape(R * x.shape[1], *x.shape[2:])
+
+        args = [fold(x, d) for x, d in zip((q, k, v, g, beta), in_dims[:5])]
+        h0 = fold(initial_state, in_dims[6])
+        out = ChunkDeltaRuleFunction.apply(*args, scale, h0, chunk_size, drop_update)
+        out = tuple(None if t is None else t.reshape(R, -1, *t.shape[1:]) for t in out)
+        return out, tuple(None if t is None else 0 for t in out)
 
 
 def chunk_rule(
@@ -104,4 +136,5 @@ def chunk_rule(
                  for cols in blocks]  # fmt: skip
         return torch.cat([o for o, _ in parts], dim=-1), torch.cat([s for _, s in parts], dim=-1)
     drop = fault == "drop_state_update"
-    return ChunkDeltaRuleFunction.apply(q, k, v, g, beta, scale, initial_state, chunk_size, drop)
+    o, ht, *_ = ChunkDeltaRuleFunction.apply(q, k, v, g, beta, scale, initial_state, chunk_size, drop)
+    return o, ht
