@@ -18,8 +18,9 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from deltanet.tasks import TASK_IDS, task_settings
-from deltanet.variants.catalog import variant_names
+from deltanet.names import unknown_name
+from deltanet.tasks import get_task, task_settings
+from deltanet.variants.catalog import check_known
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
 
@@ -105,13 +106,13 @@ def validate_config(config: object, source: str = "config") -> None:
         raise ConfigError(f"{source}: invalid value at key '{key}': {err.message}")
     scale = config["scale"]
     if scale != "auto" and scale not in config["scales"]:
-        raise ConfigError(f"{source}: key 'scale' is {scale!r}; allowed: auto, {', '.join(config['scales'])}")
-    for key, known in (("variants", variant_names()), ("tasks", list(TASK_IDS))):
-        value = config[key]
-        if value != "all":
-            unknown = [name for name in value if name not in known]
-            if unknown:
-                raise ConfigError(f"{source}: key '{key}' has unknown names {unknown}; allowed: all, {', '.join(known)}")
+        raise ConfigError(f"{source}: key 'scale': {unknown_name('scale', scale, ['auto', *config['scales']])}")
+    for key, lookup in (("variants", check_known), ("tasks", get_task)):
+        for name in [] if config[key] == "all" else config[key]:
+            try:
+                lookup(name)
+            except ValueError as err:  # the registry's line: the closest name, where the list is
+                raise ConfigError(f"{source}: key '{key}': {err}") from None
     profiles = config.get("fidelity_profiles", {})
     for name, scale_def in config["scales"].items():
         profile = scale_def.get("profile")

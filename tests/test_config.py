@@ -46,6 +46,27 @@ def test_bad_values_fail_naming_the_key(config, edit, key):
 
 
 @pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("variants", ["delta_net_4layr"], "unknown variant 'delta_net_4layr'; did you mean 'delta_net_4layer'? "
+                                          "(deltanet variants lists all {variants})"),
+        ("tasks", ["compression", "compresion"], "unknown task 'compresion'; did you mean 'compression'? "
+                                                 "(deltanet tasks lists all 6)"),
+        ("scale", "ful", "unknown scale 'ful'; did you mean 'full'? (allowed: auto, {scales})"),
+        ("scale", "huge", "unknown scale 'huge' (allowed: auto, {scales})"),
+    ],
+    ids=["variant", "task", "scale", "no_close_match"],
+)  # fmt: skip
+def test_a_misspelt_name_gets_the_closest_match_in_one_line(config, key, value, message):
+    """The closest registered name, if any; the full list only on request (a command), or when it is short."""
+    bad = {**copy.deepcopy(config), key: value}
+    with pytest.raises(ConfigError) as err:
+        validate_config(bad, source="config.yaml")
+    names = {"variants": len(selected(config, "variants")), "scales": ", ".join(config["scales"])}
+    assert str(err.value) == f"config.yaml: key '{key}': {message.format(**names)}"
+
+
+@pytest.mark.parametrize(
     "edit, expected",
     [
         (lambda c: c.update(seeds=["1", "2"]), lambda c: c["seeds"] == [1, 2]),  # snakemake --config 'seeds=[1,2]'

@@ -82,7 +82,7 @@ def test_overrides_reach_every_setting_except_the_swept_field():
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda: get_task("copying"), r"task 'copying' is unknown; allowed: compression, context_recall"),
+    (lambda: get_task("copying"), r"^unknown task 'copying' \(deltanet tasks lists all 6\)$"),
     (lambda: task_settings("context_recall", "full"), r"grid 'full'.*allowed: baseline, mad"),
     (lambda: task_settings("memorization", "baseline", {"frac_noise": 0.1}),
      r"unknown field\(s\) \['frac_noise'\]; allowed: vocab_size, seq_len"),

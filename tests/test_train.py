@@ -19,6 +19,7 @@ from deltanet.runs import RUN_COLUMNS, STOP_REASONS, validate_runs
 from deltanet.training.cli import main, make_job, parse_args
 from deltanet.training.job import JobHooks, run_job
 from deltanet.training import protocol
+from deltanet.variants.catalog import variant_names
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = ["wall_seconds", "tokens_per_second", "peak_memory_mb", "finished_at"]
@@ -246,6 +247,26 @@ def test_bad_arguments_give_one_clear_error(case, expect, tmp_path, capsys):
     assert train(config, out, *extra, **args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("deltanet train: error:") and expect in err[0], err
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("variant", "delta_net_4layr", "unknown variant 'delta_net_4layr'; did you mean 'delta_net_4layer'? "
+                                       "(deltanet variants lists all {variants})"),
+        ("task", "compresion", "unknown task 'compresion'; did you mean 'compression'? (deltanet tasks lists all 6)"),
+        ("scale", "tes", "unknown scale 'tes'; did you mean 'test'? (allowed: {scales})"),
+    ],
+    ids=["variant", "task", "scale"],
+)  # fmt: skip
+def test_a_misspelt_name_gets_the_closest_match_in_one_line(option, value, message, tmp_path, capsys):
+    config = write_config(tmp_path)
+    args = {option: value} if option != "scale" else {}
+    extra = ["--scale", value] if option == "scale" else []
+    capsys.readouterr()
+    assert train(config, tmp_path / "runs.parquet", *extra, **args) == 2
+    names = {"variants": len(variant_names()), "scales": ", ".join(yaml.safe_load(config.read_text())["scales"])}
+    assert capsys.readouterr().err.splitlines() == [f"deltanet train: error: {message.format(**names)}"]
 
 
 def test_command_line_error_has_no_traceback(tmp_path):

@@ -16,6 +16,7 @@ import numpy as np
 
 from deltanet.hashing import config_hash
 from deltanet.io import atomic_path
+from deltanet.names import unknown_name
 from deltanet.tasks import compression, context_recall, fuzzy_recall, memorization, noisy_recall, selective_copy
 from deltanet.tasks.generator_kit import DATA_SEED, SIZE_FIELDS, Task
 
@@ -95,8 +96,9 @@ class Datasets(NamedTuple):
 
 
 def get_task(task_id: str) -> Task:
+    """The registered task ``task_id``; ValueError names the closest registered one (:mod:`deltanet.names`)."""
     if task_id not in REGISTRY:
-        raise ValueError(f"task {task_id!r} is unknown; allowed: {', '.join(TASK_IDS)}")
+        raise ValueError(unknown_name("task", task_id, TASK_IDS, listed_by="deltanet tasks"))
     return REGISTRY[task_id]
 
 

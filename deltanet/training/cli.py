@@ -69,8 +69,9 @@ def _check_writable(path: Path, what: str) -> None:
 def make_job(args: argparse.Namespace):
     """Check every argument and build the :class:`~deltanet.training.job.Job` (imports torch)."""
     from deltanet.config import ConfigError, load_config
+    from deltanet.names import unknown_name
     from deltanet.selection import resolve_scale
-    from deltanet.tasks import TASK_IDS
+    from deltanet.tasks import get_task
     from deltanet.variants import get_variant
 
     try:
@@ -79,13 +80,12 @@ def make_job(args: argparse.Namespace):
         raise UsageError(str(err)) from err
     scale = args.scale or resolve_scale(config)
     if scale not in config["scales"]:
-        raise UsageError(f"unknown scale {scale!r}; scales in {args.config}: {', '.join(config['scales'])}")
+        raise UsageError(unknown_name("scale", scale, list(config["scales"])))
     try:
         get_variant(args.variant)
+        get_task(args.task)
     except ValueError as err:
         raise UsageError(str(err)) from err
-    if args.task not in TASK_IDS:
-        raise UsageError(f"unknown task {args.task!r}; known tasks: {', '.join(TASK_IDS)}")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
     if args.out.exists() and args.out.is_dir():

@@ -1,4 +1,4 @@
-"""The variants as the files say, without importing them (no torch): names, mixer kinds, the unknown-name message.
+"""The variants as the files say, without importing them (no torch): names, mixer kinds, the unknown-name check.
 
 The DAG build and the config checks need only this; :func:`deltanet.variants.get_variant` imports a variant's code.
 A file that is not valid Python fails here with the same one line as at import (file, line, ``SyntaxError``); an
@@ -8,9 +8,10 @@ error that only importing shows (a bad import) is reported by ``get_variant``, i
 from __future__ import annotations
 
 import ast
-import difflib
 import pkgutil
 from pathlib import Path
+
+from deltanet.names import unknown_name
 
 MIXER_KINDS = ("delta", "gated")
 PACKAGE_DIR = Path(__file__).parent
@@ -24,12 +25,10 @@ def variant_names() -> list[str]:
 
 
 def check_known(name: str) -> None:
-    """Raise ValueError naming the closest registered variant and every known one, unless ``name`` is registered."""
+    """Raise ValueError (:func:`deltanet.names.unknown_name`: the closest match) unless ``name`` is registered."""
     names = variant_names()
     if name not in names:
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown variant {name!r}.{hint} Known variants: {', '.join(names)}")
+        raise ValueError(unknown_name("variant", name, names, listed_by="deltanet variants"))
 
 
 def variant_mixer(name: str) -> str:

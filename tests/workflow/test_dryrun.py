@@ -37,17 +37,19 @@ def test_full_scale_plans_the_whole_grid_with_gpus(workdir):
 
 
 @pytest.mark.parametrize(
-    "target, fragments",
+    "target, message",
     [
-        ("delta_net_4layr/compression", ["unknown variant 'delta_net_4layr'", "Did you mean 'delta_net_4layer'"]),
-        ("delta_net_4layer/compresion", ["unknown task 'compresion'", "known tasks: compression, context_recall"]),
+        ("delta_net_4layr/compression", "unknown variant 'delta_net_4layr'; did you mean 'delta_net_4layer'? "
+                                        "(deltanet variants lists all {variants})"),
+        ("delta_net_4layer/compresion", "unknown task 'compresion'; did you mean 'compression'? "
+                                        "(deltanet tasks lists all 6)"),
     ],
-)
-def test_a_typo_in_a_target_fails_at_dag_build_with_the_known_names(workdir, target, fragments):
+)  # fmt: skip
+def test_a_typo_in_a_target_fails_at_dag_build_with_the_closest_name(workdir, target, message):
     run = snakemake(workdir, "--dry-run", f"results/tiny/runs/{target}.parquet", check=False)
-    assert run.returncode != 0
-    for fragment in fragments + [", ".join(variant_names()) if "variant" in fragments[0] else ""]:
-        assert fragment in run.output, run.output
+    assert run.returncode == 1
+    line = f"results/tiny/runs/{target}.parquet: {message.format(variants=len(variant_names()))}"
+    assert line in [text.strip() for text in run.output.splitlines()], run.output  # inside Snakemake's report
     assert "Job stats" not in run.output
 
 
