@@ -1,7 +1,8 @@
 """deltanet-repro: verify_kernels -> train (variant x task) -> aggregate -> report, under results/<scale>/.
 
 Run: `snakemake --cores all` (tiny scale on a CPU); `--use-singularity --singularity-args="--nv"` runs the project
-rules in the CUDA image that the DAG builds from the Dockerfile. See README.md.
+rules in the CUDA image that the DAG builds from the Dockerfile. Started elsewhere (`snakemake -s path/to/Snakefile`)
+it runs in this folder: this config.yaml, this results/. See README.md.
 """
 
 from snakemake.utils import min_version
@@ -9,9 +10,13 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+workdir: workflow.basedir
+
+
 include: "workflow/rules/common.smk"
 
 
+check_working_directory()
 check_yaml_file("config.yaml")
 
 

@@ -3,6 +3,7 @@
 Values that only look wrong are accepted: numbers that Snakemake's ``--config`` or YAML 1.1 hand over as strings.
 """
 
+import os
 import re
 
 import pytest
@@ -75,6 +76,28 @@ def test_a_misspelt_name_gets_the_closest_match_in_one_line(workdir, setting, li
     config = yaml.safe_load((workdir / "config.yaml").read_text())
     names = {"variants": len(variant_names()), "scales": ", ".join(config["scales"])}
     assert line.format(**names) in last_lines(run.output).splitlines(), run.output
+
+
+@pytest.mark.parametrize("start", ["deltanet", ".."], ids=["subfolder", "outside"])
+def test_the_workflow_runs_in_its_own_folder_from_any_directory(tmp_path, start):
+    """`snakemake -s path/to/Snakefile` reads the workflow's config.yaml and writes under its results/."""
+    workdir = copy_workflow(tmp_path / "checkout")
+    here = (workdir / start).resolve()
+    run = snakemake(here, "-s", os.path.relpath(workdir / "Snakefile", here), "--cores", "1",
+                    "results/tiny/identities.json", check=False)  # fmt: skip
+    assert run.returncode == 0, run.output
+    assert (workdir / "results" / "tiny" / "identities.json").is_file()
+    assert not (here / "results").exists()
+
+
+def test_another_working_directory_is_refused_naming_the_workflow_folder(workdir, tmp_path):
+    """`--directory` would resolve config.yaml, the sources and results/ elsewhere: one line names where to run."""
+    run = snakemake(workdir, "--dry-run", "--directory", str(tmp_path), check=False)
+    assert run.returncode == 1
+    line = (f"the working directory {tmp_path.resolve()} is not the workflow's folder {workdir.resolve()}: run without "
+            f"--directory (outputs go to {workdir.resolve()}/results/)")  # fmt: skip
+    assert line in last_lines(run.output).splitlines(), run.output
+    assert "Building DAG" not in run.output
 
 
 def test_config_yaml_that_is_no_yaml_fails_naming_file_and_line(config_with, workdir):

@@ -26,6 +26,20 @@ from deltanet.variants.catalog import check_known, variant_mixer, variant_names
 PACKAGE = Path("deltanet")
 
 
+def check_working_directory():
+    """Refuse a working directory other than the workflow's folder (``--directory``), naming the folder to run in.
+
+    The Snakefile's ``workdir:`` moves a run started elsewhere (``snakemake -s path/to/Snakefile``) there; only
+    ``--directory`` overrides it, and the config, the package sources and results/ are paths in the workflow's folder.
+    """
+    here, home = Path.cwd().resolve(), Path(workflow.basedir).resolve()
+    if here != home:
+        raise WorkflowError(
+            f"the working directory {here} is not the workflow's folder {home}: run without --directory "
+            f"(outputs go to {home}/results/)"
+        )
+
+
 def check_yaml_file(path):
     """A YAML syntax error in ``path`` as one line naming file and line (Snakemake's own message names neither)."""
     if Path(path).is_file():
