@@ -170,6 +170,7 @@ def test_kill_9_of_snakemake_then_unlock_and_rerun_recovers(workdir, tmp_path):
     locked = snakemake(workdir, "--cores", "1", check=False)
     assert locked.returncode == 1
     assert "It can be removed with the --unlock argument." in last_lines(locked.output)
+    assert "LockException:" in locked.output.splitlines()  # the word the README's "What a bad input gets" row quotes
     snakemake(workdir, "--unlock")
     run = snakemake(workdir, "--cores", "1")  # no --rerun-incomplete needed: profiles/default sets it
     assert "rule train:" in run.output
