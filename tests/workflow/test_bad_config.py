@@ -64,8 +64,8 @@ def test_bad_config_fails_before_any_job(config_with, changes, fragments):
     [
         ('variants=["delta_net_4layr"]', "config: key 'variants': unknown variant 'delta_net_4layr'; did you mean "
                                          "'delta_net_4layer'? (deltanet variants lists all {variants})"),
-        ("tasks=[compression,compresion]", "config: key 'tasks': unknown task 'compresion'; did you mean 'compression'? "
-                                           "(deltanet tasks lists all 6)"),
+        ("tasks=[compression,compresion]", "config: key 'tasks': unknown task 'compresion'; did you mean "
+                                           "'compression'? (deltanet tasks lists all 6)"),
         ("scale=ful", "config: key 'scale': unknown scale 'ful'; did you mean 'full'? (allowed: auto, {scales})"),
         ("scale=huge", "config: key 'scale': unknown scale 'huge' (allowed: auto, {scales})"),
     ],
