@@ -1,18 +1,32 @@
-"""Benchmark our Triton chunk kernels against the naive chunk loop (and fla, when importable).
+"""Time our Triton chunk kernels against fla and the naive chunk loop at the shapes the training jobs launch.
 
-    python benchmarks/kernels.py [--ops delta gated] [--T 512 2048 8192] [--D 64 128] [--csv out.csv]
+    python benchmarks/kernels.py [--config config.yaml] [--scale full] [--warm I/N]
+    python benchmarks/kernels.py --aot-check [--D 32 64 128 256] [--chunks 16 32 64]
 
-On CUDA: forward and forward+backward time (median ms, ``triton.testing.do_bench``) at B=4, H=8, bf16, chunk 64, for
-T ∈ {512, 2048, 8192} and D ∈ {64, 128}, printed as a table with speed-up ratios (naive / ours, fla / ours:
-> 1 means ours is faster). Goals (issue 9): ≥ 20× the naive loop at T=2048, ≥ 1.0× fla.
+On CUDA, one row per shape in bf16 (median ms of forward and forward+backward, ``triton.testing.do_bench``):
+
+- the scale's own shapes, as its jobs launch them: DeltaNet (full scale: 4 heads × 32) and Gated DeltaNet (the
+  reference profile: 6 heads, keys 256, values 512) at batch ``optim.batch_size`` and the MAD sequence lengths
+  128, 256, 512, 1024, with the scale's chunk size (reference profile: 32);
+- the goal shape B=4 T=2048 H=8 D=64 for both rules (issue 9: ≥ 20× the naive loop, ≥ 1.0× fla), same chunk size.
+
+Implementations: ours, fla's ``chunk_delta_rule`` / ``chunk_gated_delta_rule`` when importable (its own chunk, 64),
+and the naive chunk loop. Beside each time, each implementation's bf16 error against the fp32 naive loop: the worst
+RMS-ratio over o and every gradient, on the first ``ERR_BATCH`` sequences of the shape (drawn by the ops' test
+harness; the timing batch repeats them). Each row is printed as soon as it is measured (``rows.emit``), with the
+seconds of first calls (compilation, fla's autotuning: ``warmup_s``) and of timing (``measure_s``); a markdown
+table follows at the end.
+
+``--warm I/N``: compile only, running each implementation once at every row's shapes, for the I-th of N shares of
+the (shape group, implementation) pairs, so that N processes fill the Triton cache in parallel before the timing run.
 
 ``--aot-check`` (no GPU needed): compiles every kernel specialisation for sm_90 (H100/H200) with the launch
 configuration the wrapper would use, and reports registers, spill stack and shared memory; it fails if a kernel the
 dispatch would launch (within ``MAX_KEY_DIM``) needs more shared memory than an H100 block may have (227 KiB), i.e.
 if it would fail to launch there; shapes beyond ``MAX_KEY_DIM`` are shown as refused.
 
-On CPU timings mean nothing (the Triton interpreter is ~1 ms per program instance): it says so and runs one tiny
-shape in the interpreter to show the kernels work.
+On CPU the same rows run at tiny shapes in the Triton interpreter (fp32; ~1 ms per program instance, so the times
+mean nothing there): they show the kernels and this script work.
 """
 
 from __future__ import annotations
@@ -21,25 +35,58 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from rows import emit, expect  # noqa: E402  (benchmarks/ is this script's folder)
 
 from deltanet.ops.kernels.launch import CHUNK_SIZES, enable_interpreter, interpreter_enabled  # noqa: E402
-from deltanet.ops.testing import make_inputs as harness_inputs  # noqa: E402
-from deltanet.ops.testing import rms_ratio  # noqa: E402
+from deltanet.ops.testing import forward_backward, make_inputs, rms_ratio  # noqa: E402
+
+JOB_LENGTHS = (128, 256, 512, 1024)  # the MAD grid's sequence lengths from the baseline settings' 128 up
+ERR_BATCH = 16  # errors on 16 sequences: divisible by 16 like batch 128, so Triton reuses the same specialisation
+IMPLS = ("ours", "fla", "naive")
 
 
-def make_inputs(op: str, B: int, T: int, H: int, D: int, dtype, device) -> dict:
-    """The ops' test inputs (deltanet/ops/testing.py), as leaves that take gradients."""
-    x = harness_inputs(B, T, H, D, D, gated=op == "gated", dtype=dtype, device=device)
-    return {n: t.requires_grad_() for n, t in x.items()}
+@dataclass(frozen=True)
+class Group:
+    """Shapes that share compiled kernels: one rule, batch, heads, head dims and chunk size; several lengths."""
+
+    name: str
+    op: str  # "delta" | "gated"
+    B: int
+    Ts: tuple[int, ...]
+    H: int
+    Dk: int
+    Dv: int
+    C: int
+
+    def label(self, T: int) -> str:
+        return f"{self.op} B={self.B} T={T} H={self.H} Dk={self.Dk} Dv={self.Dv} C={self.C}"
 
 
-def implementations(op: str) -> dict:
-    """name -> fn(inputs) -> o."""
+def shape_groups(config_path: Path, scale_name: str, cuda: bool) -> list[Group]:
+    """The scale's DeltaNet and Gated DeltaNet shapes, then the goal shape; tiny shapes without CUDA."""
+    if not cuda:
+        return [Group("tiny delta", "delta", 1, (32,), 1, 16, 16, 16),
+                Group("tiny gated", "gated", 1, (32,), 1, 16, 32, 16)]  # fmt: skip
+    from deltanet.config import load_config
+    from deltanet.model import ModelConfig
+
+    scale = load_config(config_path)["scales"][scale_name]
+    model = ModelConfig(vocab_size=2, **scale["model"])
+    B, C = scale["optim"]["batch_size"], model.chunk_size
+    jobs = [Group(f"{scale_name} {op}", op, B, JOB_LENGTHS, *model.layer_shape(op), C) for op in ("delta", "gated")]
+    return jobs + [Group(f"goal {op}", op, 4, (2048,), 8, 64, 64, C) for op in ("delta", "gated")]
+
+
+def implementations(op: str, chunk_size: int, names=IMPLS) -> dict:
+    """name -> fn(**inputs) -> (o, final state) for the harness's :func:`forward_backward` (fla: a dummy state)."""
     from deltanet.ops.delta_rule.chunk import chunk_delta_rule
     from deltanet.ops.delta_rule.naive import delta_rule_chunkwise
     from deltanet.ops.gated_delta_rule.chunk import chunk_gated_delta_rule
@@ -47,59 +94,97 @@ def implementations(op: str) -> dict:
 
     ours, naive = (chunk_gated_delta_rule, gated_delta_rule_chunkwise) if op == "gated" else (
         chunk_delta_rule, delta_rule_chunkwise)  # fmt: skip
-    impls = {"ours": lambda x: ours(**x, chunk_size=64)[0], "naive": lambda x: naive(**x, chunk_size=64)[0]}
-    try:
-        if op == "gated":
-            from fla.ops.gated_delta_rule import chunk_gated_delta_rule as fla_fn
-        else:
-            from fla.ops.delta_rule import chunk_delta_rule as fla_fn
-        # keyword arguments: fla's positional order differs from ours after beta (docs/deltanet-math.md §2.3)
-        impls["fla"] = lambda x: fla_fn(**x)[0]
-    except Exception as exc:  # not installed, or fails to import
-        print(f"fla not importable ({type(exc).__name__}); comparing with the naive loop only")
-    return impls
+    impls = {"ours": lambda **x: ours(**x, chunk_size=chunk_size),
+             "naive": lambda **x: naive(**x, chunk_size=chunk_size)}  # fmt: skip
+    if "fla" in names:
+        try:
+            if op == "gated":
+                from fla.ops.gated_delta_rule import chunk_gated_delta_rule as fla_fn
+            else:
+                from fla.ops.delta_rule import chunk_delta_rule as fla_fn
+            # keyword arguments: fla's positional order differs from ours after beta (docs/deltanet-math.md §2.3)
+            impls["fla"] = lambda **x: (fla_fn(**x)[0], x["q"].new_zeros(()))
+        except Exception as exc:  # not installed, or fails to import
+            print(f"fla not importable ({type(exc).__name__}: {exc}); no fla figures", file=sys.stderr)
+    return {name: impls[name] for name in names if name in impls}
 
 
-def bench_cuda(ops, Ts, Ds, B=4, H=8, dtype=torch.bfloat16):
-    import pandas as pd
-    from triton.testing import do_bench
-
-    rows = []
-    for op in ops:
-        impls = implementations(op)
-        for D in Ds:
-            for T in Ts:
-                x = make_inputs(op, B, T, H, D, dtype, "cuda")
-                do = torch.randn(B, T, H, D, device="cuda", dtype=dtype)
-                row = {"op": op, "B": B, "T": T, "H": H, "D": D, "dtype": str(dtype).removeprefix("torch.")}
-                for name, fn in impls.items():
-
-                    def fwd_bwd(fn=fn):
-                        fn(x).backward(do)
-
-                    with torch.no_grad():
-                        row[f"{name}_fwd_ms"] = do_bench(lambda fn=fn: fn(x), warmup=5, rep=50)
-                    row[f"{name}_fwdbwd_ms"] = do_bench(fwd_bwd, warmup=5, rep=50, grad_to_none=list(x.values()))
-                for other in [n for n in impls if n != "ours"]:
-                    for pass_ in ("fwd", "fwdbwd"):
-                        row[f"{other}/ours_{pass_}"] = row[f"{other}_{pass_}_ms"] / row[f"ours_{pass_}_ms"]
-                rows.append(row)
-                print(f"  {op} T={T} D={D}: ours fwd {row['ours_fwd_ms']:.3f} ms, fwd+bwd {row['ours_fwdbwd_ms']:.3f} ms",
-                      flush=True)  # fmt: skip
-    return pd.DataFrame(rows)
+def inputs(group: Group, T: int, dtype: torch.dtype, device: str) -> tuple[dict, dict]:
+    """The harness's inputs for the error (first ``ERR_BATCH`` sequences) and, repeated to the batch, for timing."""
+    b = min(group.B, ERR_BATCH)
+    small = make_inputs(b, T, group.H, group.Dk, group.Dv, gated=group.op == "gated", dtype=dtype, device=device)
+    full = {n: x.repeat(group.B // b, *[1] * (x.dim() - 1)).requires_grad_() for n, x in small.items()}
+    return small, full
 
 
-def tiny_cpu_demo() -> None:
-    for op in ("delta", "gated"):
-        impls = implementations(op)
-        x = make_inputs(op, 1, 64, 2, 32, torch.float32, "cpu")
-        t0 = time.perf_counter()
-        o = impls["ours"](x)
-        o.sum().backward()
-        dt = time.perf_counter() - t0
-        ref = impls["naive"]({n: t.detach() for n, t in x.items()})
-        print(f"  {op}: B=1 T=64 H=2 D=32 fp32, fwd+bwd in the interpreter {dt:.2f} s, "
-              f"RMS-ratio error of o vs naive {rms_ratio(ref, o):.1e}")  # fmt: skip
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_once(fn, x: dict, do: torch.Tensor) -> None:
+    fn(**x)[0].backward(do)
+
+
+def timed_ms(fn, grads: list, device: str) -> float:
+    """Median ms (``do_bench``) on CUDA; one call's wall time in the interpreter."""
+    if device == "cuda":
+        from triton.testing import do_bench
+
+        return do_bench(fn, warmup=5, rep=50, grad_to_none=grads)
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1e3
+
+
+def measure(group: Group, T: int, impls: dict, dtype: torch.dtype, device: str) -> dict:
+    """One row: each implementation's fwd and fwd+bwd ms and worst RMS-ratio error against the fp32 naive loop."""
+    label = {torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
+    row = {"shape": group.label(T), "dtype": label, "err_batch": min(group.B, ERR_BATCH)}
+    ref_inputs, _ = inputs(group, T, torch.float32, device)
+    ref = forward_backward(implementations(group.op, group.C, ["naive"])["naive"], ref_inputs, use_state=False)
+    small, full = inputs(group, T, dtype, device)
+    do = torch.randn(group.B, T, group.H, group.Dv, device=device, dtype=dtype)
+    warmup = measuring = 0.0
+    for name, fn in impls.items():
+        try:
+            start = time.perf_counter()
+            out = forward_backward(fn, small, use_state=False)  # first calls: compilation, autotuning
+            run_once(fn, full, do)
+            sync(device)
+            middle = time.perf_counter()
+            row[f"{name}_err"] = max(rms_ratio(r, out[n]) for n, r in ref.items() if n != "final_state")
+            with torch.no_grad():
+                row[f"{name}_fwd_ms"] = timed_ms(lambda fn=fn: fn(**full), [], device)
+            row[f"{name}_fwdbwd_ms"] = timed_ms(lambda fn=fn: run_once(fn, full, do), list(full.values()), device)
+            warmup, measuring = warmup + middle - start, measuring + time.perf_counter() - middle
+        except Exception as exc:  # one failing implementation (out of memory, say) should not hide the others
+            row[f"{name}_failed"] = f"{type(exc).__name__}: {exc}"[:200]
+    for other in ("fla", "naive"):
+        for pass_ in ("fwd", "fwdbwd"):
+            if f"{other}_{pass_}_ms" in row and f"ours_{pass_}_ms" in row:
+                row[f"{other}/ours_{pass_}"] = row[f"{other}_{pass_}_ms"] / row[f"ours_{pass_}_ms"]
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return {**row, "warmup_s": round(warmup, 2), "measure_s": round(measuring, 2)}
+
+
+def warm(groups: list[Group], share: int, shares: int, dtype: torch.dtype, device: str) -> None:
+    """Run each (group, implementation) pair of this share once at every row's shapes: it fills the Triton cache."""
+    pairs = [(g, name) for g in groups for name in ("ours", "fla")][share::shares]
+    expect("warm", [f"{g.name} {name}" for g, name in pairs])
+    for g, name in pairs:
+        fn = implementations(g.op, g.C, [name]).get(name)
+        if fn is None:
+            emit(warm=f"{g.name} {name}", skipped="not importable")
+            continue
+        start = time.perf_counter()
+        for T in g.Ts:
+            small, full = inputs(g, T, dtype, device)
+            forward_backward(fn, small, use_state=False)
+            run_once(fn, full, torch.randn(g.B, T, g.H, g.Dv, device=device, dtype=dtype))
+            sync(device)
+        emit(warm=f"{g.name} {name}", warmup_s=round(time.perf_counter() - start, 2))
 
 
 SMEM_LIMIT = 232448  # bytes of shared memory per block on sm_90 (227 KiB)
@@ -169,32 +254,41 @@ def aot_check(dims=AOT_DIMS, chunks=CHUNK_SIZES, dtypes=("bf16", "fp32")) -> int
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ops", nargs="+", default=["delta", "gated"], choices=["delta", "gated"])
-    parser.add_argument("--T", nargs="+", type=int, default=[512, 2048, 8192])
-    parser.add_argument("--D", nargs="+", type=int, default=[64, 128])
-    parser.add_argument("--csv", type=Path, help="also write the table as CSV")
+    parser.add_argument("--config", type=Path, default=REPO / "config.yaml")
+    parser.add_argument("--scale", default="full", help="the scale whose job shapes are timed (on CUDA)")
+    parser.add_argument("--warm", metavar="I/N", help="compile only: the I-th of N shares of the shapes")
     parser.add_argument("--aot-check", action="store_true", help="compile for sm_90 without a GPU; check smem")
-    parser.add_argument("--chunks", nargs="+", type=int, default=list(CHUNK_SIZES), help="chunk sizes for --aot-check")
+    parser.add_argument("--D", nargs="+", type=int, default=list(AOT_DIMS), help="head dims for --aot-check")
+    parser.add_argument("--chunks", nargs="+", type=int, default=list(CHUNK_SIZES), help="chunks for --aot-check")
     args = parser.parse_args(argv)
     if args.aot_check:
-        dims = AOT_DIMS if args.D == parser.get_default("D") else tuple(args.D)
-        return aot_check(dims=dims, chunks=tuple(args.chunks))
-    if not torch.cuda.is_available():
-        print("No CUDA device: kernel timings need an NVIDIA GPU (on CPU the Triton interpreter runs the kernels "
-              "~1000x slower, so its timings mean nothing). Running one tiny shape to show the kernels work:")  # fmt: skip
+        return aot_check(dims=tuple(args.D), chunks=tuple(args.chunks))
+    cuda = torch.cuda.is_available()
+    if not cuda:
         try:
             enable_interpreter()
         except RuntimeError as exc:
-            print(f"cannot run the interpreter demo: {exc}")
+            print(f"no CUDA device, and the Triton interpreter cannot be enabled: {exc}", file=sys.stderr)
             return 1
-        tiny_cpu_demo()
+    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
+    groups = shape_groups(args.config, args.scale, cuda)
+    if args.warm:
+        share, shares = (int(n) for n in args.warm.split("/"))
+        warm(groups, share, shares, dtype, device)
         return 0
-    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, TRITON_CACHE_DIR="
-          f"{os.environ.get('TRITON_CACHE_DIR', '~/.triton/cache')}")  # fmt: skip
-    df = bench_cuda(args.ops, args.T, args.D)
-    print(df.to_markdown(index=False, floatfmt=".3f"))
-    if args.csv:
-        df.to_csv(args.csv, index=False)
+    where = torch.cuda.get_device_name() if cuda else "cpu, Triton interpreter: tiny shapes, times mean nothing"
+    print(f"device: {where}; torch {torch.__version__}; TRITON_CACHE_DIR="
+          f"{os.environ.get('TRITON_CACHE_DIR', '~/.triton/cache')}", file=sys.stderr)  # fmt: skip
+    expect("shape", [g.label(T) for g in groups for T in g.Ts])
+    rows = []
+    for g in groups:
+        impls = implementations(g.op, g.C)
+        for T in g.Ts:
+            rows.append(measure(g, T, impls, dtype, device))
+            emit(**rows[-1])
+    import pandas as pd
+
+    print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4g"))
     return 0
 
 
