@@ -6,6 +6,9 @@
 Each process trains the baseline model on random batches at the task's baseline setting of the scale (its batch
 size, sequence length, vocabulary and precision), warms up, then counts steps in the same ``--seconds`` window
 as the others. Aggregate steps/s for N processes ÷ steps/s for 1 = how much packing jobs onto one GPU gains.
+Each process count's row is printed as soon as it is measured (``rows.emit``: ``procs``, ``steps_per_second``,
+``gain``, ``late_workers`` = processes still warming up when the window opened, so counting fewer steps), then a
+markdown table.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from pathlib import Path
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from rows import emit, expect  # noqa: E402  (benchmarks/ is this script's folder)
+
 
 def worker(args) -> None:
-    """Train steps until ``start_at + seconds``; print the steps done inside the window."""
+    """Train steps until ``start_at + seconds``; print the steps done inside the window and 1 if it started late."""
     import torch
     from deltanet.config import load_config
     from deltanet.model import ModelConfig, build_model
@@ -46,13 +51,14 @@ def worker(args) -> None:
             torch.cuda.synchronize()
 
     step()  # warm-up (compilation)
+    late = time.time() > args.start_at
     while time.time() < args.start_at:
         step()
     steps = 0
     while time.time() < args.start_at + args.seconds:
         step()
         steps += 1
-    print(steps)
+    print(steps, int(late))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         worker(args)
         return 0
     rows = []
+    expect("procs", args.procs)
     for n in args.procs:
         start_at = time.time() + args.warmup
         cmd = [sys.executable, __file__, "--worker", "--start-at", str(start_at), "--seconds", str(args.seconds),
@@ -83,16 +90,18 @@ def main(argv: list[str] | None = None) -> int:
                "--device", args.device]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(n)]
-        steps = [int(proc.communicate()[0].split()[-1]) for proc in procs]
+        outputs = [proc.communicate()[0].split() for proc in procs]
         if any(proc.returncode for proc in procs):
             raise RuntimeError(f"a worker failed with {n} processes")
-        rows.append({"procs": n, "steps_per_second": sum(steps) / args.seconds})
-        print(f"  {n} processes: {rows[-1]['steps_per_second']:.2f} steps/s", file=sys.stderr, flush=True)
-    one = rows[0]["steps_per_second"]
-    print("| processes | aggregate steps/s | × one process |\n|---:|---:|---:|")
+        rate = sum(int(out[-2]) for out in outputs) / args.seconds
+        one = rows[0]["steps_per_second"] if rows else rate
+        rows.append({"procs": n, "steps_per_second": rate, "gain": rate / one if one else float("nan"),
+                     "late_workers": sum(int(out[-1]) for out in outputs), "warmup_s": args.warmup,
+                     "measure_s": args.seconds})  # fmt: skip
+        emit(**rows[-1])
+    print("| processes | aggregate steps/s | × one process | late workers |\n|---:|---:|---:|---:|")
     for row in rows:
-        row["gain"] = row["steps_per_second"] / one if one else float("nan")
-        print(f"| {row['procs']} | {row['steps_per_second']:.2f} | {row['gain']:.2f} |")
+        print(f"| {row['procs']} | {row['steps_per_second']:.2f} | {row['gain']:.2f} | {row['late_workers']} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0
