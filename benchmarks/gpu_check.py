@@ -1,6 +1,6 @@
 """The GPU check in one call on a fresh machine: figures first, correctness once, every measured row kept.
 
-    python benchmarks/gpu_check.py --out DIR [--wheels DIR] [--budget-s SECONDS]
+    python benchmarks/gpu_check.py --out DIR [--wheels WHEELS] [--budget-s SECONDS]
 
 On one CUDA GPU, in this order, each part with its own time limit (``plan``):
 
@@ -27,9 +27,9 @@ its limit keeps its rows, and the summary lists what a part announced (``rows.ex
 it gives the wall seconds and, summed over its rows, the seconds spent warming up (compilation, autotuning) and
 measuring. Each part's whole output is in ``DIR/<part>.log``. Exit 1 if any part failed, timed out or was skipped.
 
-What a bare CUDA image lacks: every wheel in ``--wheels DIR`` is installed with ``pip --no-index --no-deps --target
-DIR/site`` (``DIR`` = ``--out``; put on every part's ``PYTHONPATH``, ahead of the image's packages), and the summary
-says which modules were missing before and which still are. The image lent on 2026-12-04 (Python 3.12, torch 2.11
+What a bare CUDA image lacks: every wheel in ``WHEELS`` is installed with ``pip --no-index --no-deps --target
+DIR/site`` (put on every part's ``PYTHONPATH``, ahead of the image's packages), and the summary says which modules
+were missing before and which still are. The image lent on 2026-12-04 (Python 3.12, torch 2.11
 CUDA, triton 3.6, pandas, pyarrow, tabulate, torchmetrics, pytest) lacked jsonschema, fla-core and einops; fetch
 those wheels, with jsonschema's own dependencies, on a machine with a package index:
 
