@@ -88,7 +88,22 @@ class ShortConv(nn.Module):
         self.conv = nn.Conv1d(dim, dim, kernel_size, groups=dim, bias=False, padding=kernel_size - 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.silu(self.conv(x.transpose(1, 2))[..., : x.shape[1]].transpose(1, 2))
+        # the weight in the input's dtype, as autocast would cast it: under vmap (fused runs) autocast does not
+        # reach the convolution's batching rule, which then refuses a bf16 input with an fp32 weight
+        conv = self.conv
+        y = F.conv1d(x.transpose(1, 2), conv.weight.to(x.dtype), None, conv.stride, conv.padding, conv.dilation,
+                     conv.groups)  # fmt: skip
+        return F.silu(y[..., : x.shape[1]].transpose(1, 2))
+
+
+class RMSNorm(nn.RMSNorm):
+    """x / sqrt(mean(x²) + eps) · w, computed in fp32 and returned in x's dtype (as fla's norms do).
+
+    Under bf16 autocast x is bf16 and w fp32: torch's fused ``rms_norm`` refuses mixed dtypes (a warning every step)
+    and runs as several unfused kernels; in fp32 both match and the fused kernel runs."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x.float(), self.normalized_shape, self.weight, self.eps).to(x.dtype)
 
 
 class DeltaNetMixer(nn.Module):
@@ -104,7 +119,7 @@ class DeltaNetMixer(nn.Module):
         self.b_proj = nn.Linear(d, H, bias=False)
         self.q_conv, self.k_conv = (ShortConv(H * Dk, cfg.conv_size) for _ in range(2))
         self.v_conv = ShortConv(H * Dv, cfg.conv_size)
-        self.o_norm = nn.RMSNorm(Dv, eps=cfg.norm_eps)
+        self.o_norm = RMSNorm(Dv, eps=cfg.norm_eps)
         self.o_proj = nn.Linear(H * Dv, d, bias=False)
         self.gated = variant.mixer == "gated"
         if self.gated:
@@ -139,6 +154,15 @@ class DeltaNetMixer(nn.Module):
         return self.o_proj(o.reshape(B, T, H * Dv).to(x.dtype))
 
 
+class BiasedLinear(nn.Linear):
+    """x Wᵀ + b with the bias added in the product's dtype, as autocast's linear does. Under ``torch.func.vmap``
+    (fused runs) autocast's linear becomes a bf16 product plus an fp32 bias, which would promote the output to fp32."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.linear(x, self.weight)
+        return y if self.bias is None else y + self.bias.to(y.dtype)
+
+
 class SwiGLU(nn.Module):
     """Channel mixer W_2 (SiLU(W_1 x) ⊙ W_3 x); inner width 2·d·4/3 rounded up to a multiple of 16 (352 at d=128)."""
 
@@ -157,7 +181,7 @@ class Block(nn.Module):
 
     def __init__(self, cfg: ModelConfig, kind: str, variant: Variant):
         super().__init__()
-        self.norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
+        self.norm = RMSNorm(cfg.dim, eps=cfg.norm_eps)
         self.layer = DeltaNetMixer(cfg, variant) if kind == "mixer" else SwiGLU(cfg.dim)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -197,8 +221,8 @@ class LanguageModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = Backbone(cfg)
-        self.norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
-        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=cfg.head_bias)
+        self.norm = RMSNorm(cfg.dim, eps=cfg.norm_eps)
+        self.head = BiasedLinear(cfg.dim, cfg.vocab_size, bias=cfg.head_bias)
         init_weights(self, cfg)
 
     def forward(self, tokens: Tensor) -> Tensor:
@@ -224,9 +248,9 @@ class AutoEncoder(nn.Module):
         self.encoder = Backbone(cfg)
         self.register_buffer("positions", sincos_positions(cfg.max_length, d), persistent=False)
         self.decoder = nn.Sequential(
-            nn.RMSNorm(d, eps=cfg.norm_eps), nn.Linear(d, d), nn.GELU(),
-            nn.RMSNorm(d, eps=cfg.norm_eps), nn.Linear(d, d), nn.GELU(),
-            nn.RMSNorm(d, eps=cfg.norm_eps), nn.Linear(d, cfg.vocab_size),
+            RMSNorm(d, eps=cfg.norm_eps), BiasedLinear(d, d), nn.GELU(),
+            RMSNorm(d, eps=cfg.norm_eps), BiasedLinear(d, d), nn.GELU(),
+            RMSNorm(d, eps=cfg.norm_eps), BiasedLinear(d, cfg.vocab_size),
         )  # fmt: skip
         init_weights(self, cfg)
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-SCHEMA_VERSION = 3  # v2: finished_at (ISO 8601, UTC); v3: lock_file, lock_sha256, image_sha256, profile
+SCHEMA_VERSION = 4  # v2: finished_at (ISO 8601, UTC); v3: lock_file, lock_sha256, image_sha256, profile;
+# v4: group_size (runs trained together as one fused group), captured (steps replayed from CUDA graphs)
 STOP_REASONS = ("early_stopped", "max_epochs", "diverged")
 
 # column -> pandas dtype kind ("i" int, "f" float, "b" bool, "O" string)
@@ -26,7 +27,7 @@ RUN_COLUMNS: dict[str, str] = {
     "device": "O", "torch_version": "O", "triton_version": "O", "python_version": "O",
     "lock_file": "O", "lock_sha256": "O", "image_sha256": "O",
     "git_commit": "O", "git_dirty": "b", "variant_source_sha256": "O", "config_sha256": "O", "profile": "O",
-    "num_parameters": "i",
+    "num_parameters": "i", "group_size": "i", "captured": "b",
 }  # fmt: skip
 
 

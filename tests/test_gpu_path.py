@@ -19,7 +19,9 @@ from deltanet.model import LanguageModel, ModelConfig
 from deltanet.ops.chunkwise import forward_substitution, ut_transform
 from deltanet.ops.delta_rule import delta_rule_chunkwise
 from deltanet.ops.testing import make_inputs, rms_ratio, tolerance
+from deltanet.training.fused import FusedModel
 from deltanet.training.loop import precision_context, train_step
+from deltanet.training.optim import StackedAdamW
 from deltanet.variants import variant_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,17 +30,18 @@ VOCAB = 16
 
 
 def training_step(cfg: ModelConfig, amp: torch.dtype, seq_len: int, batch: int = 2) -> tuple[torch.Tensor, dict]:
-    """The jobs' own ``train_step`` (forward under CPU autocast, backward, AdamW); returns (logits, {name: grad})."""
+    """The jobs' own ``train_step`` on a group of one (forward under CPU autocast, backward, AdamW); returns (the
+    logits before the step, {name: grad})."""
     torch.manual_seed(0)
-    model = LanguageModel(cfg)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    tokens = torch.randint(0, VOCAB, (batch, seq_len), generator=torch.Generator().manual_seed(1))
-    outputs = []
-    model.register_forward_hook(lambda module, args, out: outputs.append(out))
-    before = [p.detach().clone() for p in model.parameters()]
-    assert torch.isfinite(train_step(model, optimizer, tokens, tokens.roll(-1, 1), amp))
-    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters())), "the step changed nothing"
-    return outputs[0], {n: p.grad for n, p in model.named_parameters()}
+    fused = FusedModel.stack([LanguageModel(cfg)])
+    optimizer = StackedAdamW(fused.parameters(), lr=[1e-3], weight_decay=[0.01])
+    tokens = torch.randint(0, VOCAB, (1, batch, seq_len), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(), precision_context("cpu", amp):
+        logits = fused.logits(tokens)[0]
+    before = [p.detach().clone() for p in fused.parameters()]
+    assert torch.isfinite(train_step(fused, optimizer, tokens, tokens.roll(-1, -1), amp)).all()
+    assert any(not torch.equal(b, p) for b, p in zip(before, fused.parameters())), "the step changed nothing"
+    return logits, {n: p.grad[0] for n, p in fused.params.items()}
 
 
 @pytest.mark.parametrize("variant", variant_names())

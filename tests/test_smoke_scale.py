@@ -59,10 +59,10 @@ def test_smoke_command_writes_its_table_and_fails_on_a_failed_run(tmp_path, monk
     table = (tmp_path / "out" / "smoke.md").read_text()
     assert "2/2 runs finite" in table and "memorization" in table
 
-    def broken_train_run(*a, **k):
+    def broken_train_group(*a, **k):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr("deltanet.training.loop.train_run", broken_train_run)
+    monkeypatch.setattr("deltanet.training.loop.train_group", broken_train_group)
     assert main(args) == 1
     table = (tmp_path / "out" / "smoke.md").read_text()
     assert "0/2 runs finite" in table and "OutOfMemoryError: CUDA out of memory" in table

@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 import yaml
 
-import deltanet.training.job as job_module
 from deltanet.runs import RUN_COLUMNS, STOP_REASONS, validate_runs
 from deltanet.training.cli import main, make_job, parse_args
 from deltanet.training.job import JobHooks, run_job
@@ -104,32 +103,46 @@ def test_job_writes_every_column_and_cleans_up(reference):
     assert not out.with_name(out.name + ".ckpt").exists()  # checkpoints removed after success
 
 
-def test_kill_and_resume_matches_uninterrupted_run(reference, tmp_path, monkeypatch, capsys):
+def test_kill_and_resume_matches_uninterrupted_run(reference, tmp_path, capsys):
+    """The 2 runs train as one fused group; killed after its epoch 2 (4 run-epochs), the rerun resumes epoch 3."""
     config, expected, _ = reference
     out = tmp_path / "runs.parquet"
     ckpt = tmp_path / "runs.parquet.ckpt"
-    assert train(config, out, hooks=stop_after(4)) == 3  # run 1 finishes (3 epochs), run 2 stops after epoch 1
-    assert not out.exists()
-    assert len(pd.read_parquet(ckpt / "finished.parquet")) == 1 and (ckpt / "run-0002.pt").exists()
-
-    calls = []
-    real = job_module.train_run
-    monkeypatch.setattr(job_module, "train_run", lambda plan, *a: calls.append(plan.index) or real(plan, *a))
+    assert train(config, out, hooks=stop_after(4)) == 3
+    assert not out.exists() and (ckpt / "runs-0001-0002.pt").exists() and not (ckpt / "finished.parquet").exists()
     capsys.readouterr()
     assert train(config, out) == 0
     log = capsys.readouterr().out
-    assert calls == [2], "the finished run was trained again"
-    assert "run 2/2 epoch 1/3" not in log and "run 2/2 epoch 2/3" in log  # resumed after epoch 1
+    assert "(resuming a checkpoint)" in log
+    assert "run 2/2 epoch 2/3" not in log and "run 2/2 epoch 3/3" in log  # resumed after epoch 2
     got = pd.read_parquet(out)
     pd.testing.assert_frame_equal(got.drop(columns=TIMING), expected.drop(columns=TIMING))  # CPU: bitwise
     assert not ckpt.exists()
+
+
+def test_kill_and_resume_after_a_member_left_the_group(tmp_path, capsys):
+    """Run 1 diverges in epoch 1 and leaves the group; a kill after epoch 2 and a rerun give the same rows."""
+    config = write_config(tmp_path)
+    hooks = nan_from(run=1, epoch=1)
+    assert train(config, tmp_path / "whole.parquet", hooks=hooks) == 0
+    out = tmp_path / "runs.parquet"
+    killed = JobHooks(after_epoch=stop_after(3).after_epoch, loss=hooks.loss)  # epoch 1: 2 lines, epoch 2: 1
+    assert train(config, out, hooks=killed) == 3
+    capsys.readouterr()
+    assert train(config, out, hooks=hooks) == 0
+    log = capsys.readouterr().out
+    assert "run 1/2 epoch" not in log and "run 2/2 epoch 2/3" not in log and "run 2/2 epoch 3/3" in log
+    expected = pd.read_parquet(tmp_path / "whole.parquet")
+    got = pd.read_parquet(out)
+    assert list(got["stop_reason"])[0] == "diverged"
+    pd.testing.assert_frame_equal(got.drop(columns=TIMING), expected.drop(columns=TIMING))
 
 
 def test_unreadable_checkpoint_restarts_only_that_run(reference, tmp_path, capsys):
     config, expected, _ = reference
     out, ckpt = tmp_path / "runs.parquet", tmp_path / "runs.parquet.ckpt"
     assert train(config, out, hooks=stop_after(1)) == 3
-    (ckpt / "run-0001.pt").write_bytes(b"not a checkpoint")
+    (ckpt / "runs-0001-0002.pt").write_bytes(b"not a checkpoint")
     assert train(config, out) == 0
     assert "unusable" in capsys.readouterr().out
     pd.testing.assert_frame_equal(pd.read_parquet(out).drop(columns=TIMING), expected.drop(columns=TIMING))
@@ -176,8 +189,8 @@ def test_job_reports_the_lowest_perplexity_epoch(tmp_path, monkeypatch):
     import deltanet.training.loop as loop
 
     ppls, accs = [5.0, 3.0, 4.0], [0.50, 0.20, 0.90]
-    script = iter([{"acc": a, "acc_micro": a, "ppl": p, "loss": math.log(p)} for a, p in zip(accs, ppls)])
-    train_eval = {"acc": 0.7, "acc_micro": 0.7, "ppl": 2.0, "loss": math.log(2.0)}
+    script = iter([[{"acc": a, "acc_micro": a, "ppl": p, "loss": math.log(p)}] for a, p in zip(accs, ppls)])
+    train_eval = [{"acc": 0.7, "acc_micro": 0.7, "ppl": 2.0, "loss": math.log(2.0)}]
     monkeypatch.setattr(loop, "evaluate", lambda *a, **k: next(script, train_eval))
     config, out = write_config(tmp_path, lrs=[1e-2]), tmp_path / "runs.parquet"
     assert train(config, out) == 0
@@ -195,10 +208,10 @@ def test_scoring_batches_follow_eval_batch_size(tmp_path, monkeypatch, eval_batc
 
     steps, scored = [], []
     real_step, real_evaluate = loop.train_step, loop.evaluate
-    monkeypatch.setattr(loop, "train_step", lambda model, opt, x, *a, **k: steps.append(len(x)) or real_step(
+    monkeypatch.setattr(loop, "train_step", lambda model, opt, x, *a, **k: steps.append(x.shape[1]) or real_step(
         model, opt, x, *a, **k))  # fmt: skip
-    monkeypatch.setattr(loop, "evaluate", lambda model, inputs, targets, batch, *a, **k: scored.append(
-        (len(inputs), batch)) or real_evaluate(model, inputs, targets, batch, *a, **k))  # fmt: skip
+    monkeypatch.setattr(loop, "evaluate", lambda logits_of, inputs, targets, batch, *a, **k: scored.append(
+        (len(inputs), batch)) or real_evaluate(logits_of, inputs, targets, batch, *a, **k))  # fmt: skip
     optim = {"batch_size": 16, "max_epochs": 2, "lrs": [1e-2]}
     if eval_batch is not None:
         optim["eval_batch_size"] = eval_batch

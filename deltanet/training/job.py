@@ -1,21 +1,25 @@
 """One variant × task job: every run of the scale, resumable, written to one parquet file.
 
 Runs, in order: each setting of ``task_settings(task, scale.grid, scale.task_overrides[task])`` × each lr × each
-weight decay × each seed of ``config["seeds"]``.
+weight decay × each seed of ``config["seeds"]``. With ``optim.fuse_runs`` (the default) the unfinished runs of a
+setting train together as one fused group (``deltanet/training/loop.py``); off, each run is a group of one. A group
+that does not fit the GPU is split in two (one line says so) and each half trains on its own.
 
 Checkpoint directory (default ``<out>.ckpt/``) while the job is unfinished:
 
 - ``job.json``: the job's identity (variant, its source hash, task, scale config, seeds, kernels). A directory left
   by a *different* job (edited config or variant) is wiped instead of resumed.
 - ``finished.parquet``: the rows of the finished runs, rewritten atomically after each run.
-- ``run-NNNN.pt``: the unfinished run's checkpoint, rewritten atomically after each epoch.
+- ``runs-FFFF-LLLL.pt``: the unfinished group's checkpoint (its runs FFFF…LLLL), rewritten atomically after each
+  epoch.
 
-A re-invoked job skips finished runs and resumes the unfinished one. ``out`` is written (atomically) only when
+A re-invoked job skips finished runs and resumes the unfinished group. ``out`` is written (atomically) only when
 every run is done; then the checkpoint directory is removed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -32,7 +36,7 @@ from deltanet.hashing import config_hash
 from deltanet.io import atomic_path, write_text_atomic
 from deltanet.runs import RUN_COLUMNS, SCHEMA_VERSION, validate_runs
 from deltanet.tasks import get_task, make_datasets, task_settings
-from deltanet.training.loop import LossHook, RunPlan, RunState, TensorData, train_run
+from deltanet.training.loop import GroupPlan, LossHook, RunPlan, RunState, TensorData, train_group
 from deltanet.training.provenance import device_name, environment_files, file_sha256, git_state, versions
 from deltanet.variants import get_variant
 
@@ -148,44 +152,69 @@ def run_job(job: Job, hooks: JobHooks | None = None) -> None:
     progress = Progress(sum(optim["max_epochs"] for s, lr, wd, seed in plan
                             if run_key(s.id, lr, wd, seed) not in finished))  # fmt: skip
 
-    def on_epoch(p: RunPlan, st: RunState, m: dict) -> None:
+    def on_epoch(group: GroupPlan, run: RunPlan, st: RunState, m: dict) -> None:
         progress.epoch()
-        log(f"  run {p.index}/{p.total} epoch {st.epoch}/{optim['max_epochs']}  loss {m['train_loss']:.4f}  "
+        log(f"  run {run.index}/{group.total} epoch {st.epoch}/{optim['max_epochs']}  loss {m['train_loss']:.4f}  "
             f"test acc {m['acc']:.4f} ppl {m['ppl']:.4g}  {m['steps_per_second']:.1f} it/s  ETA {progress.eta()}")
         if hooks.after_epoch is not None:
             hooks.after_epoch(progress.done)
 
-    data_for: tuple[str, TensorData, float] | None = None
-    for index, (setting, lr, wd, seed) in enumerate(plan, start=1):
-        if run_key(setting.id, lr, wd, seed) in finished:
-            log(f"run {index}/{len(plan)} {setting.id} lr={lr:g} wd={wd:g} seed={seed}: finished earlier, skipped")
+    fuse = optim.get("fuse_runs", True)
+    for setting in settings:
+        todo = [RunPlan(index, lr, wd, seed) for index, (s, lr, wd, seed) in enumerate(plan, start=1)
+                if s is setting and run_key(s.id, lr, wd, seed) not in finished]  # fmt: skip
+        if not todo:
+            log(f"{job.task}/{setting.id}: every run finished earlier, skipped")
             continue
-        if data_for is None or data_for[0] != setting.id:
-            ds = make_datasets(setting, cache_dir=job.cache_dir)
-            data_for = (setting.id, TensorData.from_datasets(ds, job.device), chance_level(np.asarray(ds.test_targets)))
-        _, data, chance = data_for
-        ckpt = job.ckpt_dir / f"run-{index:04d}.pt"
-        resume = " (resuming a checkpoint)" if ckpt.exists() else ""
-        log(f"run {index}/{len(plan)} {job.task}/{setting.id} lr={lr:g} wd={wd:g} seed={seed}{resume}")
-        run_plan = RunPlan(
-            index=index, total=len(plan), label=setting.id, vocab_size=int(setting.fields["vocab_size"]),
-            lr=lr, weight_decay=wd, seed=seed, model_kwargs=model_kwargs, autoencoder=task.autoencoder,
-            optim=optim, device=job.device,
-        )  # fmt: skip
-        result = train_run(run_plan, data, ckpt, on_epoch, hooks.loss)
-        progress.run_ended(optim["max_epochs"] - result["epochs_run"])
-        log(f"run {index}/{len(plan)} done: {result['stop_reason']}, best epoch {result['best_epoch']}/"
-            f"{result['epochs_run']}, test acc {result['test_acc']:.4f} (chance {chance:.4f}) "
-            f"ppl {result['test_ppl']:.4g}, {result['wall_seconds']:.1f} s")
-        rows.append(_row(job, variant.mixer, setting, lr, wd, seed, scale_cfg, result, provenance, config))
-        _write_parquet(_frame(rows), job.ckpt_dir / FINISHED)
-        ckpt.unlink(missing_ok=True)
+        ds = make_datasets(setting, cache_dir=job.cache_dir)
+        data, chance = TensorData.from_datasets(ds, job.device), chance_level(np.asarray(ds.test_targets))
+        shared = dict(total=len(plan), label=setting.id, vocab_size=int(setting.fields["vocab_size"]),
+                      model_kwargs=model_kwargs, autoencoder=task.autoencoder, optim=optim, device=job.device)
+        for runs in [todo] if fuse else [[r] for r in todo]:
+            for group, results in _train_fitting(GroupPlan(runs, **shared), data, job, on_epoch, hooks):
+                for run, result in zip(group.runs, results):
+                    progress.run_ended(optim["max_epochs"] - result["epochs_run"])
+                    log(f"run {run.index}/{len(plan)} done: {result['stop_reason']}, best epoch "
+                        f"{result['best_epoch']}/{result['epochs_run']}, test acc {result['test_acc']:.4f} (chance "
+                        f"{chance:.4f}) ppl {result['test_ppl']:.4g}, {result['wall_seconds']:.1f} s")
+                    rows.append(_row(job, variant.mixer, setting, run.lr, run.weight_decay, run.seed, scale_cfg,
+                                     result, provenance, config))  # fmt: skip
+                _write_parquet(_frame(rows), job.ckpt_dir / FINISHED)
 
     df = _frame(rows)
     validate_runs(df, str(job.out))
     _write_parquet(df, job.out)
     shutil.rmtree(job.ckpt_dir, ignore_errors=True)
     log(f"wrote {len(df)} runs to {job.out}")
+
+
+def _train_fitting(group: GroupPlan, data: TensorData, job: Job, on_epoch, hooks: JobHooks):
+    """Train ``group``, yielding (group, its results) once done; a group that does not fit the GPU is split in two
+    halves trained one after the other (a group of one that does not fit raises)."""
+    first, last, n = group.runs[0].index, group.runs[-1].index, len(group.runs)
+    ckpt = job.ckpt_dir / f"runs-{first:04d}-{last:04d}.pt"
+    settings = ", ".join(f"lr={r.lr:g} wd={r.weight_decay:g} seed={r.seed}" for r in group.runs)
+    log(f"runs {first}-{last}/{group.total} {job.task}/{group.label}, {n} fused: {settings}"
+        f"{' (resuming a checkpoint)' if ckpt.exists() else ''}")
+    try:
+        results = train_group(group, data, ckpt, on_epoch, hooks.loss, log)
+    except torch.cuda.OutOfMemoryError as err:
+        if n == 1:
+            raise
+        cause = str(err).splitlines()[0] if str(err) else "out of memory"
+        results = None
+    if results is None:  # outside the except block, so the failed attempt's tensors can be freed
+        half = n // 2
+        log(f"runs {first}-{last}: a fused group of {n} does not fit on {device_name(job.device)} ({cause}); "
+            f"splitting it into {half} + {n - half}")
+        ckpt.unlink(missing_ok=True)
+        if job.device.type == "cuda":
+            torch.cuda.empty_cache()
+        for runs in (group.runs[:half], group.runs[half:]):
+            yield from _train_fitting(dataclasses.replace(group, runs=runs), data, job, on_epoch, hooks)
+        return
+    ckpt.unlink(missing_ok=True)
+    yield group, results
 
 
 def _row(job, mixer, setting, lr, wd, seed, scale_cfg, result, provenance, config) -> dict:

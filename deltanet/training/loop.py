@@ -1,19 +1,23 @@
-"""One training run under the MAD protocol, resumable from a per-epoch checkpoint.
+"""Training under the MAD protocol: the runs of one setting trained together as one fused group (a solo run is a
+group of one), resumable from a per-epoch checkpoint.
 
-AdamW (torch defaults: betas (0.9, 0.999), eps 1e-8, weight decay on every parameter), CosineAnnealingLR
-(T_max = max_epochs, eta_min = min_lr) stepped once per epoch, a shuffled training set (the last batch may be
-short), cross-entropy with ignore_index -100, evaluation on the test set after every epoch, early stop at
-``stop_accuracy``, and the reported metrics of the epoch with the lowest test perplexity (its train metrics are
-evaluated on the saved best model at the end). Evaluations run in batches of ``optim.eval_batch_size`` (default:
-``batch_size``): MAD's accuracy is the mean of per-batch macro accuracies over its loader's batches of 128, so a
-scale that trains on smaller batches still scores in batches of 128. Precision (``optim.precision``): ``auto`` =
-bf16 autocast on CUDA (MAD trains bf16-mixed) and fp32 elsewhere; ``bf16`` forces the GPU path's autocast on any
-device (CPU tests of the GPU code path); ``fp32`` turns autocast off. ``optim.max_steps_per_epoch`` /
-``max_eval_batches`` (the smoke scale) cap the batches of each epoch and of each evaluation.
+Each member keeps its solo run's meaning (``deltanet/training/fused.py``): built from its own seed; shuffled by its
+own ``torch.Generator`` (the last batch may be short); AdamW with its own lr and weight decay (torch defaults:
+betas (0.9, 0.999), eps 1e-8, decay on every parameter; ``deltanet/training/optim.py``); its own cosine schedule,
+stepped once per epoch, lr_e = min_lr + (lr − min_lr)·(1 + cos(π e / max_epochs))/2 after e epochs (torch's
+CosineAnnealingLR in closed form); cross-entropy with ignore_index -100; evaluation on the test set after every
+epoch; and the protocol of ``deltanet/training/protocol.py`` per member: early stop at ``stop_accuracy``,
+divergence on a non-finite epoch loss, reported metrics of the epoch with the lowest test perplexity (train metrics
+evaluated on that epoch's saved model). A member that stops leaves the group: it costs nothing afterwards.
 
-Determinism: every run seeds python, numpy and torch with its seed before building the model, and shuffles with
-its own ``torch.Generator`` seeded the same, so a run's result does not depend on the runs before it; the
-checkpoint stores every RNG state, so a resumed run continues bit-for-bit.
+Evaluations run in batches of ``optim.eval_batch_size`` (default ``batch_size``): MAD's accuracy is the mean of
+per-batch macro accuracies over its loader's batches of 128. Precision (``optim.precision``): ``auto`` = bf16
+autocast on CUDA (MAD trains bf16-mixed), fp32 elsewhere; ``bf16`` forces the GPU path's autocast on any device;
+``fp32`` turns it off. ``optim.capture`` replays the steps from CUDA graphs (``deltanet/training/capture.py``).
+``optim.max_steps_per_epoch`` / ``max_eval_batches`` (the smoke scale) cap the batches of an epoch / evaluation.
+
+Determinism: a checkpoint holds the active members' parameters, optimiser state and shuffle generators and every
+member's record, so a resumed group continues bit for bit (the model draws no random numbers while training).
 """
 
 from __future__ import annotations
@@ -30,15 +34,17 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from deltanet.io import atomic_path
 from deltanet.metrics import TaskMetrics
-from deltanet.model import ModelConfig, build_model, count_parameters
+from deltanet.model import ModelConfig, build_model
 from deltanet.training import protocol
+from deltanet.training.capture import CapturedStep, capture_enabled
+from deltanet.training.fused import FusedModel, member_losses
+from deltanet.training.optim import StackedAdamW
 from deltanet.training.provenance import peak_memory_mb, reset_peak_memory
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # v2: one file per fused group
 METRIC_KEYS = ("acc", "acc_micro", "ppl", "loss")
 NAN_METRICS = {k: math.nan for k in METRIC_KEYS}
 
@@ -58,17 +64,24 @@ class TensorData:
                      for f in dataclasses.fields(cls)))  # fmt: skip
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunPlan:
-    """Everything one run needs; ``index`` is 1-based in job order."""
+    """One run (a member of its group); ``index`` is 1-based in job order."""
 
     index: int
-    total: int
-    label: str  # the setting, for progress lines
-    vocab_size: int
     lr: float
     weight_decay: float
     seed: int
+
+
+@dataclass
+class GroupPlan:
+    """The runs of one setting trained together, and what they share."""
+
+    runs: list[RunPlan]
+    total: int  # runs in the job, for progress lines
+    label: str  # the setting
+    vocab_size: int
     model_kwargs: dict
     autoencoder: bool
     optim: dict  # the scale's optim section
@@ -77,7 +90,7 @@ class RunPlan:
 
 @dataclass
 class RunState:
-    """What a checkpoint holds besides model/optimiser/scheduler/RNG states."""
+    """One member's record; a group checkpoint holds every member's."""
 
     epoch: int = 0  # epochs completed
     history: list = field(default_factory=list)  # per epoch: train_loss + test metrics
@@ -88,6 +101,7 @@ class RunState:
     wall_seconds: float = 0.0
     train_seconds: float = 0.0
     train_tokens: int = 0
+    result: dict | None = None  # the row's metric/timing columns, once the member has stopped
 
 
 def seed_everything(seed: int) -> None:
@@ -112,183 +126,256 @@ def precision_context(device_type: str, dtype: torch.dtype | None) -> contextlib
     """The autocast the model runs under: ``torch.autocast(device_type, dtype)``, or none for ``dtype=None``.
 
     The same context on CPU and CUDA, so CPU tests take the GPU path (the ops keep their own fp32 loop inside it).
+    Without autocast's weight cache: a captured step must not keep casts made during capture (capture.py).
     """
-    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type, dtype=dtype)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype=dtype, cache_enabled=False)
 
 
-@torch.no_grad()
-def evaluate(
-    model, inputs, targets, batch_size: int, vocab_size: int, device: torch.device, amp: torch.dtype | None = None,
-    max_batches: int | None = None,
-) -> dict:  # fmt: skip
-    """TaskMetrics over the set in order, in batches of ``batch_size`` (MAD's accuracy is a per-batch mean);
-    ``amp`` the autocast dtype, ``max_batches`` caps the batches (the smoke scale)."""
-    was_training = model.training
-    model.eval()
-    metrics = TaskMetrics(vocab_size, device)
-    starts = range(0, len(inputs), batch_size)
-    for start in starts[:max_batches]:
-        with precision_context(device.type, amp):
-            logits = model(inputs[start : start + batch_size])
-        metrics.update(logits.float(), targets[start : start + batch_size])
-    model.train(was_training)
-    return {k: float(v) for k, v in metrics.compute().items() if k in METRIC_KEYS}
+def build_members(plan: GroupPlan, seq_len: int) -> FusedModel:
+    """Every member built as its solo run would be: its seed, then the model build; stacked into one group."""
+    cfg = ModelConfig(vocab_size=plan.vocab_size, **plan.model_kwargs, max_length=seq_len)
+    models = []
+    for run in plan.runs:
+        seed_everything(run.seed)
+        models.append(build_model(cfg, autoencoder=plan.autoencoder).to(plan.device))
+    return FusedModel.stack(models)
 
 
-def _rng_states(shuffle: torch.Generator, device: torch.device) -> dict:
-    states = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "shuffle": shuffle.get_state(),
-    }
-    if device.type == "cuda":
-        states["cuda"] = torch.cuda.get_rng_state(device)
-    return states
+def cosine_lr(lr: float, min_lr: float, epochs_done: int, max_epochs: int) -> float:
+    """CosineAnnealingLR(T_max=max_epochs, eta_min=min_lr) after ``epochs_done`` epochs, in closed form."""
+    return min_lr + (lr - min_lr) * (1 + math.cos(math.pi * epochs_done / max_epochs)) / 2
 
 
-def _set_rng_states(states: dict, shuffle: torch.Generator, device: torch.device) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-    shuffle.set_state(states["shuffle"])
-    if device.type == "cuda" and "cuda" in states:
-        torch.cuda.set_rng_state(states["cuda"], device)
+def train_step(fused: FusedModel, optimizer: StackedAdamW, x: torch.Tensor, y: torch.Tensor, amp: torch.dtype | None,
+               loss_hook: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
+    """One optimiser step of every member on its batch ``x``/``y`` ``[R, B, T]``: forward under
+    :func:`precision_context`, cross-entropy in fp32 per member (``-100`` = not scored), backward of Σ_i loss_i,
+    AdamW step. Returns the detached losses ``[R]``; reads nothing on the host (capturable)."""
+    with precision_context(x.device.type, amp):
+        logits = fused.logits(x)
+    losses = member_losses(logits, y)
+    if loss_hook is not None:
+        losses = loss_hook(losses)
+    optimizer.zero_grad(set_to_none=True)
+    losses.sum().backward()
+    optimizer.step()
+    return losses.detach()
 
 
-def save_checkpoint(path: Path, model, optimizer, scheduler, shuffle, state: RunState, device) -> None:
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": _rng_states(shuffle, device),
-        "state": dataclasses.asdict(state),
-    }
+def eval_logits(fused: FusedModel, x: torch.Tensor, amp: torch.dtype | None) -> torch.Tensor:
+    """Every member's logits ``[R, B, T, V]`` for one shared batch ``x`` ``[B, T]``."""
+    with torch.no_grad(), precision_context(x.device.type, amp):
+        return fused.logits(x, shared=True)
+
+
+def evaluate(logits_of: Callable[[torch.Tensor], torch.Tensor], inputs, targets, batch_size: int, vocab_size: int,
+             members: int, device: torch.device, max_batches: int | None = None) -> list[dict]:  # fmt: skip
+    """TaskMetrics of every member over the set in order, in batches of ``batch_size`` (MAD's accuracy is a per-batch
+    mean); ``logits_of(x [B, T]) -> [R, B, T, V]``; ``max_batches`` caps the batches (the smoke scale)."""
+    metrics = [TaskMetrics(vocab_size, device) for _ in range(members)]
+    for start in range(0, len(inputs), batch_size)[:max_batches]:
+        logits, y = logits_of(inputs[start : start + batch_size]), targets[start : start + batch_size]
+        for member, m in enumerate(metrics):
+            m.update(logits[member], y)
+    return [{k: float(v) for k, v in m.compute().items() if k in METRIC_KEYS} for m in metrics]
+
+
+class Group:
+    """The live part of a group: the fused model of the active members, their optimiser, shuffles and steps."""
+
+    def __init__(self, plan: GroupPlan, fused: FusedModel, active: list[int], amp, capture: bool, shapes: tuple):
+        self.plan, self.fused, self.active, self.amp = plan, fused, active, amp
+        runs = [plan.runs[i] for i in active]
+        self.optimizer = StackedAdamW(fused.parameters(), lr=[r.lr for r in runs],
+                                      weight_decay=[r.weight_decay for r in runs])  # fmt: skip
+        self.shuffles = {i: torch.Generator().manual_seed(plan.runs[i].seed) for i in active}
+        self.capture, self.shapes, self.capture_failure = capture, shapes, None
+        self._new_steps()
+
+    def _new_steps(self) -> None:
+        (batch, seq), eval_batch = self.shapes
+        R, amp, enabled = len(self.active), self.amp, self.captured
+        self.step = CapturedStep(lambda x, y: train_step(self.fused, self.optimizer, x, y, amp), enabled,
+                                 {(R, batch, seq)}, "training step")  # fmt: skip
+        self.eval = CapturedStep(lambda x: eval_logits(self.fused, x, amp), enabled, {(eval_batch, seq)},
+                                 "evaluation step")  # fmt: skip
+
+    @property
+    def captured(self) -> bool:
+        """Whether the steps are replayed from CUDA graphs (on, and no capture has failed)."""
+        if self.capture_failure is None and hasattr(self, "step"):
+            self.capture_failure = self.step.failure or self.eval.failure
+        return self.capture and self.capture_failure is None
+
+    def keep(self, positions: list[int]) -> None:
+        """Keep the active members at ``positions``; the others leave the group (new graphs are recorded)."""
+        self.active = [self.active[p] for p in positions]
+        if not self.active:
+            return
+        self.fused.select(positions)
+        self.optimizer.select(positions, self.fused.parameters())
+        self.shuffles = {i: self.shuffles[i] for i in self.active}
+        self._new_steps()
+
+    def state_dict(self) -> dict:
+        return {"active": list(self.active), "params": {n: p.detach().clone() for n, p in self.fused.params.items()},
+                "optimizer": self.optimizer.state_dict(),
+                "shuffles": {i: g.get_state() for i, g in self.shuffles.items()}}  # fmt: skip
+
+    def load_state_dict(self, payload: dict) -> None:
+        with torch.no_grad():
+            for name, p in self.fused.params.items():
+                p.copy_(payload["params"][name])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        for i, state in payload["shuffles"].items():
+            self.shuffles[i].set_state(state)
+
+
+def save_checkpoint(path: Path, group: Group, states: list[RunState]) -> None:
+    payload = {"format": CHECKPOINT_FORMAT, "runs": [r.index for r in group.plan.runs], **group.state_dict(),
+               "states": [dataclasses.asdict(s) for s in states]}  # fmt: skip
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler, shuffle, device) -> RunState:
-    # our own file (it holds numpy RNG state, hence weights_only=False); loaded to CPU because RNG states must stay
-    # CPU tensors; load_state_dict moves model and optimiser state onto the parameters' device
+def load_checkpoint(path: Path, plan: GroupPlan) -> dict:
+    # our own file (it holds generator states and Python records, hence weights_only=False); loaded to CPU, as the
+    # generator states must be; load_state_dict copies the tensors onto the parameters' device
     payload = torch.load(path, map_location="cpu", weights_only=False)
     if payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: checkpoint format {payload.get('format')}, expected {CHECKPOINT_FORMAT}")
-    model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
-    _set_rng_states(payload["rng"], shuffle, device)
-    return RunState(**payload["state"])
+        raise ValueError(f"checkpoint format {payload.get('format')}, expected {CHECKPOINT_FORMAT}")
+    if payload["runs"] != [r.index for r in plan.runs]:
+        raise ValueError(f"checkpoint of runs {payload['runs']}, this group has {[r.index for r in plan.runs]}")
+    return payload
 
 
+OnEpoch = Callable[[GroupPlan, RunPlan, RunState, dict], None]
 LossHook = Callable[[int, int, torch.Tensor], torch.Tensor]
 
 
-def train_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, amp: torch.dtype | None,
-               loss_hook: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
-    """One optimiser step on a batch: forward under :func:`precision_context`, cross-entropy in fp32 over the
-    targets ``y`` (``-100`` = not scored), backward, AdamW step. Returns the detached loss."""
-    with precision_context(x.device.type, amp):
-        logits = model(x)
-    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100)
-    if loss_hook is not None:
-        loss = loss_hook(loss)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
+def train_group(plan: GroupPlan, data: TensorData, ckpt: Path, on_epoch: OnEpoch, loss_hook: LossHook | None = None,
+                log: Callable[[str], None] = print) -> list[dict]:  # fmt: skip
+    """Train (or resume) a group; return each run's metric/timing columns, in ``plan.runs`` order.
 
-
-def train_run(plan: RunPlan, data: TensorData, ckpt: Path, on_epoch: Callable[[RunPlan, RunState, dict], None],
-              loss_hook: LossHook | None = None) -> dict:  # fmt: skip
-    """Train (or resume) one run; return its metric/timing columns.
-
-    ``on_epoch`` is called after each epoch's checkpoint is on disk (progress line; it may raise to stop the job).
-    ``loss_hook(run index, epoch, loss) -> loss`` is a test seam (e.g. a NaN loss to exercise divergence).
+    ``on_epoch(plan, run, state, metrics)`` is called for each active member once the epoch's checkpoint is on disk
+    (progress lines; it may raise to stop the job). ``loss_hook(run index, epoch, loss) -> loss`` is a test seam
+    (e.g. a NaN loss for one member to exercise divergence); steps are not captured while it is set.
     """
     device, opt_cfg = plan.device, plan.optim
-    max_epochs, batch_size = opt_cfg["max_epochs"], opt_cfg["batch_size"]
+    max_epochs, batch_size, min_lr = opt_cfg["max_epochs"], opt_cfg["batch_size"], opt_cfg["min_lr"]
     amp = autocast_dtype(opt_cfg.get("precision", "auto"), device)
     max_steps, max_eval = opt_cfg.get("max_steps_per_epoch"), opt_cfg.get("max_eval_batches")
     eval_batch = opt_cfg.get("eval_batch_size", batch_size)
-    seq_len = data.train_inputs.shape[1]
+    n_train, seq_len = data.train_inputs.shape
     started = time.perf_counter()
 
-    seed_everything(plan.seed)
-    cfg = ModelConfig(vocab_size=plan.vocab_size, **plan.model_kwargs, max_length=seq_len)
-    model = build_model(cfg, autoencoder=plan.autoencoder).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=plan.lr, weight_decay=plan.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs, eta_min=opt_cfg["min_lr"])
-    shuffle = torch.Generator().manual_seed(plan.seed)
-    state = RunState()
+    capture = capture_enabled(opt_cfg.get("capture", "auto"), device, log) and loss_hook is None
+    group = Group(plan, build_members(plan, seq_len), list(range(len(plan.runs))), amp, capture,
+                  ((batch_size, seq_len), eval_batch))  # fmt: skip
+    states = [RunState() for _ in plan.runs]
     if ckpt.exists():
         try:
-            state = load_checkpoint(ckpt, model, optimizer, scheduler, shuffle, device)
-        except Exception as err:  # unreadable or from an older format: this run starts over, nothing else is lost
-            print(f"  run {plan.index}: checkpoint {ckpt} unusable ({type(err).__name__}: {err}); restarting run",
-                  flush=True)  # fmt: skip
+            payload = load_checkpoint(ckpt, plan)
+            states = [RunState(**s) for s in payload["states"]]
+            group.keep(payload["active"])
+            if group.active:
+                group.load_state_dict(payload)
+        except Exception as err:  # unreadable or from an older format: this group starts over, nothing else is lost
+            log(f"  runs {_span(plan)}: checkpoint {ckpt} unusable ({type(err).__name__}: {err}); restarting them")
             ckpt.unlink()
-            return train_run(plan, data, ckpt, on_epoch, loss_hook)
-    prior_wall = state.wall_seconds  # wall time of earlier (killed) invocations of this run
+            return train_group(plan, data, ckpt, on_epoch, loss_hook, log)
+    prior_wall = {i: s.wall_seconds for i, s in enumerate(states)}
     reset_peak_memory(device)
-    n_train = len(data.train_inputs)
-    model.train()
 
-    while state.stop_reason is None and state.epoch < max_epochs:
+    while group.active:
         epoch_start = time.perf_counter()
-        epoch = state.epoch + 1
-        perm = torch.randperm(n_train, generator=shuffle).to(device)
-        loss_sum = torch.zeros((), device=device)
+        members = list(group.active)
+        epoch = states[members[0]].epoch + 1  # the active members started together: one epoch count
+        with torch.no_grad():
+            lrs = [cosine_lr(plan.runs[i].lr, min_lr, epoch - 1, max_epochs) for i in group.active]
+            group.optimizer.lr.copy_(torch.tensor(lrs, dtype=torch.float64))
+        perms = torch.stack([torch.randperm(n_train, generator=group.shuffles[i]) for i in group.active]).to(device)
+        step = group.step
+        if loss_hook is not None:
+            runs = [plan.runs[i].index for i in group.active]
+            hook = lambda losses: torch.stack([loss_hook(r, epoch, loss) for r, loss in zip(runs, losses)])  # noqa: E731
+            step = lambda x, y: train_step(group.fused, group.optimizer, x, y, amp, hook)  # noqa: E731
+        loss_sum = torch.zeros(len(group.active), device=device)
         steps = 0
-        hook = None if loss_hook is None else lambda loss: loss_hook(plan.index, epoch, loss)
         for start in range(0, n_train, batch_size)[:max_steps]:
-            idx = perm[start : start + batch_size]
-            loss_sum += train_step(model, optimizer, data.train_inputs[idx], data.train_targets[idx], amp, hook)
+            idx = perms[:, start : start + batch_size]
+            loss_sum += step(data.train_inputs[idx], data.train_targets[idx])
             steps += 1
-        scheduler.step()
-        train_loss = (loss_sum / steps).item()  # one device sync per epoch
+        train_losses = (loss_sum / steps).tolist()  # one device sync per epoch
         train_time = time.perf_counter() - epoch_start
-        state.train_seconds += train_time
-        state.train_tokens += min(n_train, steps * batch_size) * seq_len
-        state.epoch = epoch
 
-        if protocol.is_diverged(train_loss):
-            test = dict(NAN_METRICS)
-            state.stop_reason = "diverged"
-        else:
-            test = evaluate(model, data.test_inputs, data.test_targets, eval_batch, plan.vocab_size, device, amp,
-                            max_eval)  # fmt: skip
-            if protocol.is_better(test["ppl"], state.best_metrics["ppl"] if state.best_epoch else None):
-                state.best_epoch, state.best_metrics = epoch, test
-                state.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if protocol.should_stop_early(test["acc"], opt_cfg["stop_accuracy"]):
-                state.stop_reason = "early_stopped"
-            elif epoch >= max_epochs:
-                state.stop_reason = "max_epochs"
-        state.history.append({"epoch": epoch, "train_loss": train_loss, **{f"test_{k}": v for k, v in test.items()}})
-        state.wall_seconds = prior_wall + time.perf_counter() - started
-        save_checkpoint(ckpt, model, optimizer, scheduler, shuffle, state, device)
-        on_epoch(plan, state, {"train_loss": train_loss, "steps_per_second": steps / train_time, **test})
+        finite = [p for p, loss in enumerate(train_losses) if not protocol.is_diverged(loss)]
+        scores = evaluate(group.eval, data.test_inputs, data.test_targets, eval_batch, plan.vocab_size, len(members),
+                          device, max_eval)  # fmt: skip
+        tests = {p: scores[p] for p in finite}
+        stopped = []
+        for position, i in enumerate(members):
+            st, test = states[i], tests.get(position, dict(NAN_METRICS))
+            st.epoch, st.train_seconds = epoch, st.train_seconds + train_time
+            st.train_tokens += min(n_train, steps * batch_size) * seq_len
+            if position not in tests:
+                st.stop_reason = "diverged"
+            else:
+                if protocol.is_better(test["ppl"], st.best_metrics["ppl"] if st.best_epoch else None):
+                    st.best_epoch, st.best_metrics = epoch, test
+                    st.best_model = group.fused.member_state(position)
+                if protocol.should_stop_early(test["acc"], opt_cfg["stop_accuracy"]):
+                    st.stop_reason = "early_stopped"
+                elif epoch >= max_epochs:
+                    st.stop_reason = "max_epochs"
+            st.history.append({"epoch": epoch, "train_loss": train_losses[position],
+                               **{f"test_{k}": v for k, v in test.items()}})  # fmt: skip
+            st.wall_seconds = prior_wall[i] + time.perf_counter() - started
+            if st.stop_reason is not None:
+                stopped.append(position)
+        if stopped:
+            _finish(group, [members[p] for p in stopped], states, data, eval_batch, max_eval)
+            group.keep([p for p in range(len(members)) if p not in stopped])
+        save_checkpoint(ckpt, group, states)
+        for position, i in enumerate(members):
+            on_epoch(plan, plan.runs[i], states[i], {"train_loss": train_losses[position],
+                                                     "steps_per_second": steps / train_time,
+                                                     **tests.get(position, NAN_METRICS)})  # fmt: skip
+    return [s.result for s in states]
 
-    if state.stop_reason is None:  # resumed a checkpoint of a run that was already complete
-        state.stop_reason = "max_epochs"
-    if state.best_model is not None:
-        model.load_state_dict(state.best_model)
-        train = evaluate(model, data.train_inputs, data.train_targets, eval_batch, plan.vocab_size, device, amp,
-                         max_eval)  # fmt: skip
-    else:
-        train = dict(NAN_METRICS)
-    state.wall_seconds = prior_wall + time.perf_counter() - started
-    return {
-        **{f"test_{k}": v for k, v in state.best_metrics.items()},
-        **{f"train_{k}": v for k, v in train.items()},
-        "best_epoch": state.best_epoch,
-        "epochs_run": state.epoch,
-        "stop_reason": state.stop_reason,
-        "wall_seconds": state.wall_seconds,
-        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "tokens_per_second": state.train_tokens / state.train_seconds if state.train_seconds else math.nan,
-        "peak_memory_mb": peak_memory_mb(device),
-        "num_parameters": count_parameters(model),
-    }
+
+def _span(plan: GroupPlan) -> str:
+    first, last = plan.runs[0].index, plan.runs[-1].index
+    return f"{first}" if first == last else f"{first}-{last}"
+
+
+def _finish(group: Group, members: list[int], states: list[RunState], data: TensorData, eval_batch: int,
+            max_eval: int | None) -> None:  # fmt: skip
+    """The result columns of ``members`` (run positions), which stop now: train metrics of each best model."""
+    plan = group.plan
+    best = [i for i in members if states[i].best_model is not None]
+    trains = {}
+    if best:
+        fused = FusedModel.from_member_states(group.fused, [states[i].best_model for i in best])
+        scores = evaluate(lambda x: eval_logits(fused, x, group.amp), data.train_inputs, data.train_targets,
+                          eval_batch, plan.vocab_size, len(best), plan.device, max_eval)  # fmt: skip
+        trains = dict(zip(best, scores))
+    for i in members:
+        st, train = states[i], trains.get(i, dict(NAN_METRICS))
+        st.result = {
+            **{f"test_{k}": v for k, v in st.best_metrics.items()},
+            **{f"train_{k}": v for k, v in train.items()},
+            "best_epoch": st.best_epoch,
+            "epochs_run": st.epoch,
+            "stop_reason": st.stop_reason,
+            "wall_seconds": st.wall_seconds,
+            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "tokens_per_second": st.train_tokens / st.train_seconds if st.train_seconds else math.nan,
+            "peak_memory_mb": peak_memory_mb(plan.device),
+            "num_parameters": group.fused.num_parameters(),
+            "group_size": len(plan.runs),
+            "captured": group.captured,
+        }
+        st.best_model = None  # the row is written; the checkpoint need not carry the weights any more

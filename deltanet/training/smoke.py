@@ -51,7 +51,7 @@ def smoke(config: dict, scale: str, device, variants: list[str], tasks: list[str
     import torch
 
     from deltanet.tasks import get_task, make_datasets
-    from deltanet.training.loop import RunPlan, TensorData, train_run
+    from deltanet.training.loop import GroupPlan, RunPlan, TensorData, train_group
 
     scale_cfg = config["scales"][scale]
     optim = scale_cfg["optim"]
@@ -64,9 +64,9 @@ def smoke(config: dict, scale: str, device, variants: list[str], tasks: list[str
             if key not in data_cache:
                 data_cache.clear()  # one setting's tensors at a time
                 data_cache[key] = TensorData.from_datasets(make_datasets(setting, cache_dir=cache_dir), device)
-            plan = RunPlan(
-                index=index, total=len(runs), label=setting.id, vocab_size=int(setting.fields["vocab_size"]),
-                lr=float(optim["lrs"][0]), weight_decay=float(optim["weight_decays"][0]), seed=int(config["seeds"][0]),
+            run = RunPlan(index, float(optim["lrs"][0]), float(optim["weight_decays"][0]), int(config["seeds"][0]))
+            plan = GroupPlan(
+                runs=[run], total=len(runs), label=setting.id, vocab_size=int(setting.fields["vocab_size"]),
                 model_kwargs={**model_kwargs, "variant": variant}, autoencoder=get_task(task).autoencoder,
                 optim=optim, device=device,
             )  # fmt: skip
@@ -74,7 +74,7 @@ def smoke(config: dict, scale: str, device, variants: list[str], tasks: list[str
             row = {"variant": variant, "task": task, "setting_id": str(setting.id),
                    "seq_len": int(setting.fields["seq_len"]), "vocab_size": plan.vocab_size}  # fmt: skip
             try:
-                result = train_run(plan, data_cache[key], Path(tmp) / f"run-{index}.pt", lambda *_: None)
+                [result] = train_group(plan, data_cache[key], Path(tmp) / f"run-{index}.pt", lambda *_: None)
                 losses = [result["test_loss"], result["train_loss"]]
                 row.update(ok=all(math.isfinite(x) for x in losses), error="",
                            peak_memory_mb=result["peak_memory_mb"], test_loss=result["test_loss"])  # fmt: skip
