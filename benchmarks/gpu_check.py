@@ -10,15 +10,18 @@ On one CUDA GPU, in this order, each part with its own time limit (``plan``):
 2. kernels: ``benchmarks/kernels.py`` — ours, fla and the naive loop at the full scale's job shapes (DeltaNet 4×32,
    Gated DeltaNet 6×256/512, chunk 32, batch 128, T 128…1024) and the goal shape, bf16, each with its error against
    the fp32 naive loop;
-3. train throughput: ``benchmarks/train_throughput.py --scale full`` — tokens/s of every model, ratio to the baseline;
-4. protocol cost: ``benchmarks/protocol_cost.py --scale full`` — one epoch per task, the protocol in GPU-hours;
-5. packing: ``benchmarks/packing.py`` — aggregate steps/s of 1, 4 and 8 training processes on the GPU;
+3. train throughput: ``benchmarks/train_throughput.py --scale full`` — run-tokens/s of every model solo, fused and
+   fused + captured (the jobs' engine), ratio to the baseline;
+4. protocol cost: ``benchmarks/protocol_cost.py --scale full`` — one epoch of a job's fused group per task, the
+   protocol in GPU-hours with the jobs' engine;
+5. cuda tests: ``pytest -m cuda`` without the full-grid verification (the next part runs it): captured steps equal
+   eager ones, a failing capture falls back, the kernels in bf16;
 6. verify-kernels: the full grid of ``deltanet verify-kernels --device cuda`` (fp32/fp16/bf16), one row per case, in
-   12 processes at once (each case compiles its own specialisation). ``pytest -m cuda`` is not run: its tests repeat
-   this grid.
+   12 processes at once (each case compiles its own specialisation).
 
-The default ``--budget-s`` is the set-up allowance plus the parts' limits (520 s on a GPU): the whole check fits one
-10-minute call. A part runs under the smaller of its limit and what is left of the budget (its ``limit_s`` in the
+``benchmarks/packing.py`` (1, 4, 8 training processes on one GPU: 63.6 / 194.7 / 193.3 steps/s on 2026-12-04) is no
+longer part of the check: fused runs replace packing processes. The default ``--budget-s`` is the set-up allowance
+plus the parts' limits (540 s on a GPU): the whole check fits one 10-minute call. A part runs under the smaller of its limit and what is left of the budget (its ``limit_s`` in the
 summary), and is skipped when less than 10 s are left.
 
 Nothing measured is lost: every part prints its rows as ``ROW <json>`` lines (``benchmarks/rows.py``); each row goes
@@ -101,8 +104,9 @@ def plan(out: Path, gpu: bool) -> list[Part]:
     """The parts in order, at the GPU's shapes or at tiny CPU shapes in the Triton interpreter.
 
     GPU limits, from the H200 run of 2026-12-04: compilation ~10–15 s per kernel specialisation (8 processes share
-    the 8 (shape group, implementation) pairs); 10 kernel rows on a warm cache; throughput took 79 s and the epochs
-    61 s; packing is 3 × (12 s warm-up + 6 s window) plus start-up; verify-kernels' 54 cases are ~5 per process."""
+    the 8 (shape group, implementation) pairs); 10 kernel rows on a warm cache; throughput took 79 s for one engine
+    (now three, 2 timed steps each) and the epochs 61 s; the cuda tests train a few tiny groups; verify-kernels' 54
+    cases are ~5 per process."""
     py, bench = sys.executable, REPO / "benchmarks"
     interp = {} if gpu else {"TRITON_INTERPRET": "1"}
     warms, shards = (8, 12) if gpu else (2, 2)
@@ -110,22 +114,22 @@ def plan(out: Path, gpu: bool) -> list[Part]:
     throughput = [py, str(bench / "train_throughput.py"), *scale, "--json", str(out / "throughput.json")]
     protocol = [py, str(bench / "protocol_cost.py"), *scale, "--epochs", "2",
                 "--throughput", str(out / "throughput.json"), "--json", str(out / "protocol_cost.json")]  # fmt: skip
-    packing = [py, str(bench / "packing.py"), *scale, "--json", str(out / "packing.json"),
-               *(["--procs", "1", "4", "8", "--seconds", "6", "--warmup", "12"] if gpu else
-                 ["--procs", "1", "2", "--seconds", "2", "--warmup", "10"])]  # fmt: skip
+    cuda_tests = [py, "-m", "pytest", "-m", "cuda", "-k", "not verify_full_grid", "-q", "-ra", str(REPO / "tests")]
     verify = [py, str(bench / "gpu_check.py"), "--device", "cuda" if gpu else "cpu", *([] if gpu else ["--quick"])]
-    if not gpu:
+    if gpu:
+        throughput += ["--steps", "2", "--warmup", "1"]
+    else:
         throughput += ["--seq-len", "32", "--steps", "1", "--warmup", "1"]
         protocol += ["--steps-per-epoch", "2", "--tasks", "context_recall,memorization"]
     return [
         Part("kernel compile", [[py, str(bench / "kernels.py"), "--warm", f"{i}/{warms}"] for i in range(warms)],
              80 if gpu else 60, interp),
         Part("kernels", [[py, str(bench / "kernels.py")]], 70 if gpu else 90, interp),
-        Part("train throughput", [throughput], 100 if gpu else 150),
+        Part("train throughput", [throughput], 140 if gpu else 150),
         Part("protocol cost", [protocol], 70 if gpu else 150, optional_flag="--throughput"),
-        Part("packing", [packing], 75 if gpu else 60),
+        Part("cuda tests", [cuda_tests], 60),
         Part("verify-kernels", [[*verify, "--verify-shard", f"{i}/{shards}"] for i in range(shards)],
-             105 if gpu else 150, interp),
+             100 if gpu else 150, interp),
     ]  # fmt: skip
 
 

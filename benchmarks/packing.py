@@ -31,22 +31,22 @@ def worker(args) -> None:
     """Train steps until ``start_at + seconds``; print the steps done inside the window and 1 if it started late."""
     import torch
     from deltanet.config import load_config
-    from deltanet.model import ModelConfig, build_model
+    from deltanet.model import ModelConfig
     from deltanet.tasks import task_settings
-    from deltanet.training.loop import autocast_dtype, train_step
+    from deltanet.training.loop import autocast_dtype
+    from train_throughput import group_step
 
     config = load_config(args.config)
     scale = config["scales"][args.scale]
     fields = task_settings(args.task, "baseline", scale["task_overrides"].get(args.task, {}))[0].fields
     device = torch.device(args.device)
     vocab, seq, batch = int(fields["vocab_size"]), int(fields["seq_len"]), scale["optim"]["batch_size"]
-    model = build_model(ModelConfig(vocab_size=vocab, **scale["model"], kernels=config["kernels"])).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    amp = autocast_dtype(scale["optim"].get("precision", "auto"), device)
-    x = torch.randint(0, vocab, (batch, seq), device=device)
+    cfg = ModelConfig(vocab_size=vocab, **scale["model"], kernels=config["kernels"], max_length=seq)
+    one_step = group_step(cfg, 1, batch, seq, device, autocast_dtype(scale["optim"].get("precision", "auto"), device),
+                          capture=False)  # a solo run, uncaptured: what packing processes competes with
 
     def step():
-        train_step(model, opt, x, x, amp)
+        one_step()
         if device.type == "cuda":
             torch.cuda.synchronize()
 

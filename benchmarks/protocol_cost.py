@@ -1,19 +1,21 @@
-"""Seconds per epoch of one full-scale run per task, extrapolated to the whole protocol in GPU-hours.
+"""Seconds per epoch of one full-scale job's group per task, extrapolated to the whole protocol in GPU-hours.
 
     PYTHONPATH=. python benchmarks/protocol_cost.py [--config config.yaml] [--scale full] [--epochs 3]
         [--device auto|cpu|cuda] [--steps-per-epoch N] [--throughput throughput.json] [--json PATH]
 
 Per task: the baseline model on the task's baseline setting of the scale, trained ``--epochs`` epochs through the
-job's training loop (its precision, batch size, evaluation each epoch); the first epoch (compilation, warm-up) is
-dropped when there are more. ``--steps-per-epoch N`` (a quick look on a CPU) trains and evaluates N batches per
+job's engine (``deltanet/training/loop.py``: the setting's runs as one fused group, as ``optim.fuse_runs`` and
+``optim.capture`` say; its precision, batch size, evaluation each epoch); the first epoch (compilation, warm-up,
+capture) is dropped when there are more. ``--steps-per-epoch N`` (a quick look on a CPU) trains and evaluates N batches per
 epoch and scales the time up to the full epoch's batches. Extrapolation, an upper bound (early stopping ignored):
 
-    GPU-hours = Σ_models Σ_settings  runs_per_setting · max_epochs · t_epoch(task) · tokens(setting) / tokens(baseline)
-                                     / ratio(model) / 3600
+    GPU-hours = Σ_models Σ_settings  groups_per_setting · max_epochs · t_epoch(task) · tokens(setting)
+                                     / tokens(baseline) / ratio(model) / 3600
 
-with tokens = (train + test examples) · seq_len, runs_per_setting = |lrs| · |weight decays| · |seeds|, and
-ratio(model) the model's step throughput relative to ``delta_net_4layer`` (``benchmarks/train_throughput.py
---json``; 1 for every model when not given).
+with tokens = (train + test examples) · seq_len, groups_per_setting = 1 fused (|lrs| · |weight decays| · |seeds|
+with ``fuse_runs: false``), t_epoch the group's epoch, and ratio(model) the model's run-token throughput relative to
+``delta_net_4layer`` in the jobs' engine (``benchmarks/train_throughput.py --json``; 1 for every model when not
+given). Each task's figure and the total are printed as rows (``rows.emit``) as soon as they are known.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
+from rows import emit, expect  # noqa: E402  (benchmarks/ is this script's folder)
 
 from deltanet.config import load_config  # noqa: E402
 from deltanet.tasks import TASK_IDS, get_task, make_datasets, task_settings  # noqa: E402
-from deltanet.training.loop import RunPlan, TensorData, train_run  # noqa: E402
+from deltanet.training.loop import GroupPlan, RunPlan, TensorData, train_group  # noqa: E402
 from deltanet.variants import variant_names  # noqa: E402
 
 BASELINE = "delta_net_4layer"
@@ -55,15 +58,17 @@ def epoch_seconds(config: dict, scale: str, task: str, epochs: int, device: torc
     caps = {} if steps is None else {"max_steps_per_epoch": steps, "max_eval_batches": steps}
     data = TensorData.from_datasets(make_datasets(setting), device)
     stamps = [time.perf_counter()]
-    plan = RunPlan(
-        index=1, total=1, label=setting.id, vocab_size=int(setting.fields["vocab_size"]),
-        lr=float(scale_cfg["optim"]["lrs"][0]), weight_decay=0.0, seed=int(config["seeds"][0]),
+    runs = [RunPlan(i, float(lr), float(wd), int(seed)) for i, (lr, wd, seed) in enumerate(
+        ((lr, wd, seed) for lr in optim["lrs"] for wd in optim["weight_decays"] for seed in config["seeds"]), 1)]
+    plan = GroupPlan(
+        runs=runs if optim.get("fuse_runs", True) else runs[:1], total=len(runs), label=setting.id,
+        vocab_size=int(setting.fields["vocab_size"]), autoencoder=get_task(task).autoencoder,
         model_kwargs={**scale_cfg["model"], "variant": BASELINE, "kernels": config["kernels"]},
-        autoencoder=get_task(task).autoencoder,
-        optim={**scale_cfg["optim"], "max_epochs": epochs, "stop_accuracy": 1.1, **caps}, device=device,
+        optim={**optim, "max_epochs": epochs, "stop_accuracy": 1.1, **caps}, device=device,
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        train_run(plan, data, Path(tmp) / "run.pt", lambda *_: stamps.append(time.perf_counter()))
+        train_group(plan, data, Path(tmp) / "group.pt", lambda group, run, *_: run.index == runs[0].index and
+                    stamps.append(time.perf_counter()))  # fmt: skip
     durations = [b - a for a, b in zip(stamps, stamps[1:])]
     seconds = sum(durations[1:]) / (len(durations) - 1) if len(durations) > 1 else durations[0]
     return seconds if steps is None else seconds * full_batches / (2 * steps)
@@ -73,13 +78,14 @@ def protocol_gpu_hours(config: dict, scale: str, per_task: dict[str, float], rat
     scale_cfg = config["scales"][scale]
     optim = scale_cfg["optim"]
     runs_per_setting = len(optim["lrs"]) * len(optim["weight_decays"]) * len(config["seeds"])
+    groups_per_setting = 1 if optim.get("fuse_runs", True) else runs_per_setting
     per_model_seconds = 0.0  # the baseline model over every setting
     n_runs = 0
     for task, t_epoch in per_task.items():
         overrides = scale_cfg["task_overrides"].get(task, {})
         base = tokens(task_settings(task, "baseline", overrides)[0])
         for setting in task_settings(task, scale_cfg["grid"], overrides):
-            per_model_seconds += runs_per_setting * optim["max_epochs"] * t_epoch * tokens(setting) / base
+            per_model_seconds += groups_per_setting * optim["max_epochs"] * t_epoch * tokens(setting) / base
             n_runs += runs_per_setting
     models = variant_names()
     hours = sum(per_model_seconds / ratios.get(m, 1.0) for m in models) / 3600
@@ -106,11 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.throughput:
         ratios = {m: v["ratio"] for m, v in json.loads(Path(args.throughput).read_text()).items() if v["ratio"] > 0}
     per_task = {}
-    for task in args.tasks.split(",") if args.tasks else TASK_IDS:
+    tasks = args.tasks.split(",") if args.tasks else TASK_IDS
+    expect("task", [*tasks, "protocol"])
+    for task in tasks:
+        started = time.perf_counter()
         per_task[task] = epoch_seconds(config, args.scale, task, args.epochs, device, args.steps_per_epoch)
-        print(f"  {task}: {per_task[task]:.2f} s/epoch", file=sys.stderr, flush=True)
+        emit(task=task, seconds_per_group_epoch=per_task[task], measure_s=time.perf_counter() - started)
     total = protocol_gpu_hours(config, args.scale, per_task, ratios)
-    print(f"| task | s/epoch (baseline setting, {BASELINE}) |\n|---|---:|")
+    emit(task="protocol", **total)
+    print(f"| task | s/epoch of a group (baseline setting, {BASELINE}) |\n|---|---:|")
     for task, seconds in per_task.items():
         print(f"| {task} | {seconds:.2f} |")
     print(f"\nWhole protocol, scale {args.scale} ({total['models']} models × {total['runs_per_model']} runs, "

@@ -59,6 +59,7 @@ def assert_member_equals_solo(fused: list[dict], solo: list[dict]) -> None:
             assert f[key] == pytest.approx(s[key], rel=RTOL, nan_ok=True), key
 
 
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (CUDA not available)")
 SIX = [RunPlan(i, lr, wd, 12345) for i, (lr, wd) in enumerate(
     [(lr, wd) for lr in (1e-2, 5e-3, 1e-3) for wd in (0.0, 0.1)], start=1)]  # fmt: skip
 TWO_SEEDS = [RunPlan(1, 5e-3, 0.0, 1), RunPlan(2, 5e-3, 0.0, 2)]
@@ -181,14 +182,17 @@ def test_the_training_step_needs_no_host_value(data):
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     cfg = ModelConfig(vocab_size=16, variant="delta_net_4layer_adam_state_update_in_for_loop", **SHAPE)
-    with FakeTensorMode():
-        fused = FusedModel.stack([LanguageModel(cfg) for _ in range(3)])
+    real = FusedModel.stack([LanguageModel(cfg) for _ in range(3)])
+    mode = FakeTensorMode()
+    fake = {n: mode.from_tensor(p).requires_grad_() for n, p in real.params.items()}
+    with mode:
+        fused = FusedModel(real.base, fake, {n: mode.from_tensor(b) for n, b in real.buffers.items()})
         optimizer = StackedAdamW(fused.parameters(), lr=torch.full((3,), 1e-3), weight_decay=torch.zeros(3))
         x = torch.randint(0, 16, (3, 4, 16))
         optimizer.lr.copy_(torch.full((3,), 5e-4, dtype=torch.float64))  # the epoch's lr, in place
         losses = train_step(fused, optimizer, x, x.roll(-1, -1), torch.bfloat16)
         assert losses.shape == (3,)
-        with pytest.raises(Exception, match="data-dependent|DataDependent|item"):
+        with pytest.raises(Exception, match="_local_scalar_dense"):
             losses.sum().item()  # the check can fail: a host read raises here
 
 
@@ -213,6 +217,7 @@ def test_bad_fuse_and_capture_values_get_one_line(key, value, allowed, tmp_path)
 
 
 @pytest.mark.cuda
+@needs_cuda
 def test_captured_group_equals_eager_on_cuda(data, tmp_path):
     """On CUDA: the same group with captured steps and eagerly, bf16 autocast: per-epoch metrics equal."""
     tensors, vocab = data
@@ -229,6 +234,7 @@ def test_captured_group_equals_eager_on_cuda(data, tmp_path):
 
 
 @pytest.mark.cuda
+@needs_cuda
 def test_a_failing_capture_warns_once_and_runs_eagerly(monkeypatch):
     lines = []
     monkeypatch.setattr(torch.cuda, "graph", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no capture")))

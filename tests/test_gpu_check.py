@@ -15,7 +15,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import gpu_check  # noqa: E402
 
-PARTS = ["kernel compile", "kernels", "train throughput", "protocol cost", "packing", "verify-kernels"]
+PARTS = ["kernel compile", "kernels", "train throughput", "protocol cost", "cuda tests", "verify-kernels"]
 
 # emits an announcement of 3 rows and 2 of them, waits until summary.json holds both (the summary is rewritten as
 # rows come, not at the end), starts a grandchild, then hangs past its limit
@@ -91,11 +91,12 @@ def test_figures_come_first_correctness_once_and_the_limits_fit_the_budget(tmp_p
     assert [p.name for p in parts] == PARTS
     commands = [" ".join(cmd[1:]) for p in parts for cmd in p.commands]
     assert sum("--verify-shard" in c for c in commands) == len(parts[-1].commands) > 1  # the one verification
-    assert not any(c.startswith(("-m pytest", "-m deltanet")) for c in commands)  # never the same grid twice
+    assert not any(c.startswith("-m deltanet") for c in commands)  # never the same grid twice:
+    assert [c for c in commands if c.startswith("-m pytest")] == [
+        f"-m pytest -m cuda -k not verify_full_grid -q -ra {REPO / 'tests'}"]  # its full grid is left out
     assert gpu_check.default_budget(parts) == gpu_check.SETUP_S + sum(p.limit_s for p in parts)
     if gpu:
         assert gpu_check.default_budget(parts) <= gpu_check.CALL_S == 9 * 60
-        assert "--procs 1 4 8" in commands[-len(parts[-1].commands) - 1]
 
 
 def make_wheel(folder: Path, module: str) -> Path:
@@ -142,8 +143,7 @@ def test_gpu_check_runs_every_part_at_tiny_shapes_without_a_gpu(tmp_path):
     assert list(status) == PARTS and set(status.values()) == {"ok"}
     parts = {p["part"]: p for p in summary["parts"]}
     assert all(parts[name]["rows"] and parts[name]["not_reached"] == []
-               for name in ("kernel compile", "kernels", "packing", "verify-kernels"))  # fmt: skip
-    assert [r["procs"] for r in parts["packing"]["rows"]] == [1, 2]
+               for name in ("kernel compile", "kernels", "train throughput", "protocol cost", "verify-kernels"))
     assert {r["shape"] for r in parts["kernels"]["rows"]} == {"delta B=1 T=32 H=1 Dk=16 Dv=16 C=16",
                                                               "gated B=1 T=32 H=1 Dk=16 Dv=32 C=16"}  # fmt: skip
     assert all(r["passed"] for r in parts["verify-kernels"]["rows"]) and len(parts["verify-kernels"]["rows"]) == 4
