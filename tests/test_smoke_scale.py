@@ -67,4 +67,6 @@ def test_smoke_command_writes_its_table_and_fails_on_a_failed_run(tmp_path, monk
     table = (tmp_path / "out" / "smoke.md").read_text()
     assert "0/2 runs finite" in table and "OutOfMemoryError: CUDA out of memory" in table
     assert main([*args[:-1], "no_such_variant"]) == 2
-    assert "unknown names ['no_such_variant']" in capsys.readouterr().err
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "deltanet smoke: error: --variants: unknown variant 'no_such_variant' (deltanet variants lists all "
+        f"{len(variant_names())})")

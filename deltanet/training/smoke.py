@@ -124,8 +124,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from deltanet.config import ConfigError, load_config
-    from deltanet.tasks import TASK_IDS
+    from deltanet.names import unknown_name
+    from deltanet.tasks import TASK_IDS, get_task
     from deltanet.variants import variant_names
+    from deltanet.variants.catalog import check_known
 
     try:
         config = load_config(args.config)
@@ -133,16 +135,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deltanet smoke: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     if args.scale not in config["scales"]:
-        print(f"deltanet smoke: error: unknown scale {args.scale!r}; scales: {', '.join(config['scales'])}",
-              file=sys.stderr)  # fmt: skip
+        print(f"deltanet smoke: error: {unknown_name('scale', args.scale, list(config['scales']))}", file=sys.stderr)
         return 2
     chosen = {}
-    for key, value, known in (("variants", args.variants, variant_names()), ("tasks", args.tasks, list(TASK_IDS))):
+    for key, value, known, check in (("variants", args.variants, variant_names(), check_known),
+                                     ("tasks", args.tasks, list(TASK_IDS), get_task)):  # fmt: skip
         names = known if value is None else value.split(",")
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            print(f"deltanet smoke: error: --{key} has unknown names {unknown}; known: {', '.join(known)}",
-                  file=sys.stderr)  # fmt: skip
+        try:
+            for name in names:
+                check(name)
+        except ValueError as err:
+            print(f"deltanet smoke: error: --{key}: {err}", file=sys.stderr)
             return 2
         chosen[key] = names
     optim = config["scales"][args.scale]["optim"]
