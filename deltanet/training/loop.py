@@ -191,12 +191,15 @@ class Group:
         self.optimizer = StackedAdamW(fused.parameters(), lr=[r.lr for r in runs],
                                       weight_decay=[r.weight_decay for r in runs])  # fmt: skip
         self.shuffles = {i: torch.Generator().manual_seed(plan.runs[i].seed) for i in active}
-        self.capture, self.shapes, self.capture_failure = capture, shapes, None
+        self.capture, self.shapes, self.replayed = capture, shapes, False
         self._new_steps()
 
     def _new_steps(self) -> None:
+        if hasattr(self, "step"):  # the steps of the group before a member left it
+            self.replayed |= self.step.captured or self.eval.captured
+            self.capture &= self.step.failure is None and self.eval.failure is None
         (batch, seq), eval_batch = self.shapes
-        R, amp, enabled = len(self.active), self.amp, self.captured
+        R, amp, enabled = len(self.active), self.amp, self.capture
         self.step = CapturedStep(lambda x, y: train_step(self.fused, self.optimizer, x, y, amp), enabled,
                                  {(R, batch, seq)}, "training step")  # fmt: skip
         self.eval = CapturedStep(lambda x: eval_logits(self.fused, x, amp), enabled, {(eval_batch, seq)},
@@ -204,10 +207,9 @@ class Group:
 
     @property
     def captured(self) -> bool:
-        """Whether the steps are replayed from CUDA graphs (on, and no capture has failed)."""
-        if self.capture_failure is None and hasattr(self, "step"):
-            self.capture_failure = self.step.failure or self.eval.failure
-        return self.capture and self.capture_failure is None
+        """Whether steps were replayed from CUDA graphs, with no capture failed."""
+        failed = self.step.failure or self.eval.failure or not self.capture
+        return not failed and (self.replayed or self.step.captured or self.eval.captured)
 
     def keep(self, positions: list[int]) -> None:
         """Keep the active members at ``positions``; the others leave the group (new graphs are recorded)."""
