@@ -36,7 +36,7 @@ from deltanet.hashing import config_hash
 from deltanet.io import atomic_path, write_text_atomic
 from deltanet.runs import RUN_COLUMNS, SCHEMA_VERSION, validate_runs
 from deltanet.tasks import get_task, make_datasets, task_settings
-from deltanet.training.loop import GroupPlan, LossHook, RunPlan, RunState, TensorData, train_group
+from deltanet.training.loop import CHECKPOINT_FORMAT, GroupPlan, LossHook, RunPlan, RunState, TensorData, train_group
 from deltanet.training.provenance import device_name, environment_files, file_sha256, git_state, versions
 from deltanet.variants import get_variant
 
@@ -138,6 +138,8 @@ def run_job(job: Job, hooks: JobHooks | None = None) -> None:
     identity = {
         "variant": job.variant, "variant_source_sha256": variant_sha, "task": job.task, "scale": job.scale,
         "scale_config": scale_cfg, "seeds": seeds, "kernels": config["kernels"],
+        # a checkpoint dir of older code (other row schema or checkpoint format) is started afresh, not misread
+        "run_schema": SCHEMA_VERSION, "checkpoint_format": CHECKPOINT_FORMAT,
     }  # fmt: skip
     done = _prepare_ckpt_dir(job.ckpt_dir, identity)
     rows = [] if done is None else done.to_dict("records")

@@ -296,15 +296,11 @@ def train_group(plan: GroupPlan, data: TensorData, ckpt: Path, on_epoch: OnEpoch
         members = list(group.active)
         epoch = states[members[0]].epoch + 1  # the active members started together: one epoch count
         with torch.no_grad():
-            lrs = [cosine_lr(plan.runs[i].lr, min_lr, epoch - 1, max_epochs) for i in group.active]
+            lrs = [cosine_lr(plan.runs[i].lr, min_lr, epoch - 1, max_epochs) for i in members]
             group.optimizer.lr.copy_(torch.tensor(lrs, dtype=torch.float64))
-        perms = torch.stack([torch.randperm(n_train, generator=group.shuffles[i]) for i in group.active]).to(device)
-        step = group.step
-        if loss_hook is not None:
-            runs = [plan.runs[i].index for i in group.active]
-            hook = lambda losses: torch.stack([loss_hook(r, epoch, loss) for r, loss in zip(runs, losses)])  # noqa: E731
-            step = lambda x, y: train_step(group.fused, group.optimizer, x, y, amp, hook)  # noqa: E731
-        loss_sum = torch.zeros(len(group.active), device=device)
+        perms = torch.stack([torch.randperm(n_train, generator=group.shuffles[i]) for i in members]).to(device)
+        step = group.step if loss_hook is None else _hooked_step(group, loss_hook, epoch)
+        loss_sum = torch.zeros(len(members), device=device)
         steps = 0
         for start in range(0, n_train, batch_size)[:max_steps]:
             idx = perms[:, start : start + batch_size]
@@ -346,6 +342,16 @@ def train_group(plan: GroupPlan, data: TensorData, ckpt: Path, on_epoch: OnEpoch
                                                      "steps_per_second": steps / train_time,
                                                      **tests.get(position, NAN_METRICS)})  # fmt: skip
     return [s.result for s in states]
+
+
+def _hooked_step(group: Group, loss_hook: LossHook, epoch: int) -> Callable:
+    """The eager training step with ``loss_hook(run index, epoch, loss)`` applied to each member's loss."""
+    runs = [group.plan.runs[i].index for i in group.active]
+
+    def hook(losses: torch.Tensor) -> torch.Tensor:
+        return torch.stack([loss_hook(run, epoch, loss) for run, loss in zip(runs, losses)])
+
+    return lambda x, y: train_step(group.fused, group.optimizer, x, y, group.amp, hook)
 
 
 def _span(plan: GroupPlan) -> str:
