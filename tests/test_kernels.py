@@ -88,15 +88,23 @@ def test_kernel_output_only_loss_and_custom_scale(gated):
     kernel_matches_naive(gated, inputs, torch.float32, use_state=False, chunk_size=16, scale=0.3)
 
 
+# (T, Dk, Dv): several value blocks with a masked tail; four key tiles, the last mostly masked; the reference Gated
+# DeltaNet head (keys 256 = four tiles, values 512 = two launches of 256)
+GPU_CONFIG_SHAPES = [(70, 64, 100), (45, 200, 72), (40, 256, 512)]
+
+
+@pytest.mark.parametrize("shape", GPU_CONFIG_SHAPES, ids=lambda s: "T{}-K{}-V{}".format(*s))
 @pytest.mark.parametrize("gated", [False, True], ids=["delta", "gated"])
-def test_kernel_gpu_launch_config_in_interpreter(gated, monkeypatch):
-    """The GPU block sizes (several value blocks per head, masked tails) run through the interpreter too."""
+def test_kernel_gpu_launch_config_in_interpreter(gated, shape, monkeypatch):
+    """The GPU block sizes (key tiles, several value blocks per head, masked tails) run through the interpreter."""
     import deltanet.ops.kernels.launch as launch
 
     real = launch.launch_config
     monkeypatch.setattr(launch, "launch_config", lambda DK, DV, C, dtype, interpreted: real(DK, DV, C, dtype, False))
-    assert real(64, 100, 32, torch.float32, False)["NV_m"] > 1
-    inputs = make_inputs(1, 70, 1, 64, 100, gated, torch.float32, h0=True)
+    T, Dk, Dv = shape
+    cfg = real(Dk, min(Dv, 256), 32, torch.float32, False)
+    assert cfg["NV_m"] > 1 and (cfg["NK"], cfg["BK"]) == ((Dk + 63) // 64, 64)
+    inputs = make_inputs(1, T, 1, Dk, Dv, gated, torch.float32, h0=True)
     kernel_matches_naive(gated, inputs, torch.float32, chunk_size=32)
 
 
@@ -131,6 +139,32 @@ def test_value_heads_wider_than_one_launch_run_in_blocks(gated, monkeypatch):
     monkeypatch.setattr(function, "MAX_HEAD_DIM", 16)
     inputs = make_inputs(1, 37, 2, 16, 40, gated, torch.float32, h0=True)
     kernel_matches_naive(gated, inputs, torch.float32, chunk_size=16)
+
+
+def _cuobjdump() -> Path | None:
+    """Triton's bundled cuobjdump (the AOT check reads registers and spill stack with it), found without importing
+    triton; None where this triton has no NVIDIA backend."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("triton")
+    tool = Path(spec.origin).parent / "backends/nvidia/bin/cuobjdump" if spec and spec.origin else None
+    return tool if tool and tool.exists() else None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_cuobjdump() is None, reason="triton's sm_90 AOT compile (NVIDIA backend, cuobjdump) unavailable")
+def test_reference_gated_shape_compiles_without_spills():
+    """Every bf16 kernel specialisation launched at Gated DeltaNet's reference head (keys 256, values in launches of
+    256, chunk 32) compiles for sm_90 without register spills (``benchmarks/kernels.py --aot-check``, no GPU)."""
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); from kernels import aot_check; "
+            "sys.exit(aot_check(dims=(256,), chunks=(32,), dtypes=('bf16',)))")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # real compiles
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          cwd=Path(__file__).parents[1])  # fmt: skip
+    rows = [line for line in proc.stdout.splitlines() if line.startswith(("ok", "OVER"))]
+    assert proc.returncode == 0 and len(rows) == 14, proc.stdout[-3000:] + proc.stderr[-3000:]
+    spilling = [row for row in rows if "spill_stack=0 " not in row]
+    assert not spilling, "\n".join(spilling)
 
 
 @pytest.mark.skipif(IN_PROCESS, reason="the kernel tests run in this process")

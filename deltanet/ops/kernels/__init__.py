@@ -11,18 +11,19 @@ One head, one chunk of C rows, q already scaled, G = within-chunk cumsum of g (G
     S_{n+1} = e^{G_L} S_n + (K ⊙ e^{G_L − G})ᵀ Vn     (G_L = G of the chunk's last row)
 
 One file per stage, like fla's ``wy_fast.py`` / ``chunk_delta_h.py`` / ``chunk_o.py`` (grid in brackets;
-bh = batch·head, NV = value-dim blocks):
+bh = batch·head, NV = value-dim blocks, NK = key tiles of at most 64 columns):
 
 - ``wy.py``           ``wy_fwd_kernel`` [NT, BH]: G, A, T by forward substitution, W, U.
 - ``chunk_state.py``  ``fwd_h_kernel`` [NV, BH]: sequential over chunks, stores S_n and Vn, returns the final state;
   ``bwd_dh_kernel`` [NV, BH]: reverse over chunks, dS_{n+1} (stored), dVn = (QKᵀ⊙Γ⊙M)ᵀ dO + K̃ dS_{n+1},
-  dS_n = e^{G_L} dS_{n+1} + (Q⊙e^G)ᵀ dO − Wᵀ dVn; returns dS_0 (the initial-state gradient).
+  dS_n = e^{G_L} dS_{n+1} + (Q⊙e^G)ᵀ dO − Wᵀ dVn; returns dS_0 (the initial-state gradient). Both keep the state
+  of one value block in registers as up to four key tiles.
 - ``chunk_output.py`` ``fwd_o_kernel`` [NV, NT, BH]: the output.
-- ``backward.py``     ``bwd_vloop_kernel`` [NT, BH] then ``bwd_post_kernel`` [NT, BH]: per chunk, dq, dk, dv, dβ, dg
-  (through W/U = T X / T Y and the solve: dT = dW Xᵀ + dU Yᵀ, dX = Tᵀ dW, dY = Tᵀ dU, dA = −Tᵀ dT Tᵀ; dg = reverse
-  cumsum of dG). The first sums over value blocks (and writes dv); the second does the key-dimension algebra. They
-  are two kernels only to keep each one's shared memory under the sm_90 limit at Dk = 128.
-- ``primitives.py``   the ``@triton.jit`` helpers the kernels share (masked row loads, Γ, the UT solve).
+- ``backward.py``     ``bwd_vloop_kernel`` [NK, NT, BH], ``bwd_post_kernel`` [NT, BH], ``bwd_dqk_kernel``
+  [NK, NT, BH]: per chunk, dq, dk, dv, dβ, dg (through W/U = T X / T Y and the solve: dT = dW Xᵀ + dU Yᵀ,
+  dX = Tᵀ dW, dY = Tᵀ dU, dA = −Tᵀ dT Tᵀ; dg = reverse cumsum of dG): the sums over value blocks (and dv), the
+  [C, C] algebra over the whole key dimension, then dq and dk per key tile.
+- ``primitives.py``   the ``@triton.jit`` helpers the kernels share (block loads and stores, Γ, the UT solve).
 - ``launch.py``       interpreter or compiler (the one place that knows), chunk sizes, block sizes per launch.
 - ``function.py``     the stages wired into forward and backward, the ``autograd.Function``, and ``chunk_rule``,
   the checked entry point that ``delta_rule/chunk.py`` and ``gated_delta_rule/chunk.py`` call.

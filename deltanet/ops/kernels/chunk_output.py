@@ -7,37 +7,36 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from deltanet.ops.kernels.primitives import gamma, load_rows, mm, store_rows
+from deltanet.ops.kernels.primitives import gamma, load_rows, load_state, load_tile, mm, store_rows
 
 
 @triton.jit
 def fwd_o_kernel(
     q_ptr, k_ptr, gc_ptr, h_ptr, vn_ptr, o_ptr, scale,
     T, Tp, NT,
-    H: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_G: tl.constexpr, PREC: tl.constexpr,
+    H: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, C: tl.constexpr, BK: tl.constexpr, NK: tl.constexpr,
+    BV: tl.constexpr, USE_G: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
     iv, n, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, h = bh // H, bh % H
     r = tl.arange(0, C)
-    t = n * C + r
-    ck = tl.arange(0, BK)
-    cv = iv * BV + tl.arange(0, BV)
-    vmask = cv < DV
-    q = load_rows(q_ptr, b, h, t, T, H, DK, ck) * scale
-    k = load_rows(k_ptr, b, h, t, T, H, DK, ck)
-    S = tl.load(h_ptr + (bh * NT + n) * DK * DV + ck[:, None] * DV + cv[None, :],
-                mask=(ck[:, None] < DK) & vmask[None, :], other=0.0)  # fmt: skip
-    vn = tl.load(vn_ptr + (bh * Tp + t[:, None]) * DV + cv[None, :], mask=vmask[None, :], other=0.0)
-    qk = mm(q, tl.trans(k), PREC)
+    t0 = n * C
+    v0 = iv * BV
+    qs = tl.zeros([C, BV], dtype=tl.float32)  # Q S_n
+    qk = tl.zeros([C, C], dtype=tl.float32)
+    for kb in range(NK):  # one key tile at a time (fla: chunk_o.py)
+        q = load_rows(q_ptr, b, h, t0, T, H, DK, kb * BK, C, BK)
+        k = load_rows(k_ptr, b, h, t0, T, H, DK, kb * BK, C, BK)
+        qs += mm(q, load_state(h_ptr + (bh * NT + n) * DK * DV, kb * BK, v0, BK, BV, DK, DV), PREC)
+        qk += mm(q, tl.trans(k), PREC)
     if USE_G:
-        G = tl.load(gc_ptr + bh * Tp + t)
+        G = tl.load(gc_ptr + bh * Tp + t0 + r)
         p = qk * gamma(G, r)
-        q = q * tl.exp(G)[:, None]
+        qs = qs * tl.exp(G)[:, None]
     else:
         p = tl.where(r[:, None] >= r[None, :], qk, 0.0)
-    o = mm(q, S, PREC) + mm(p, vn, PREC)
-    store_rows(o_ptr, o, b, h, t, T, H, DV, cv)
+    o = (qs + mm(p, load_tile(vn_ptr, bh * Tp + t0, v0, C, BV, DV), PREC)) * scale
+    store_rows(o_ptr, o, b, h, t0, T, H, DV, v0, C, BV)
 
 
 def output_forward(q: Tensor, k: Tensor, v: Tensor, gc: Tensor | None, h: Tensor, vn: Tensor, scale: float,
@@ -48,6 +47,6 @@ def output_forward(q: Tensor, k: Tensor, v: Tensor, gc: Tensor | None, h: Tensor
     o = torch.empty(v.shape, dtype=q.dtype, device=v.device)
     fwd_o_kernel[(m["NV_o"], m["NT"], B * H)](
         q, k, gc if use_g else vn, h, vn, o, scale, m["T"], Tp, m["NT"],
-        H=H, DK=DK, DV=DV, C=C, BK=m["BK"], BV=m["BV_o"], USE_G=use_g, PREC=m["PREC"], num_warps=m["W"],
+        H=H, DK=DK, DV=DV, C=C, BK=m["BK"], NK=m["NK"], BV=m["BV_o"], USE_G=use_g, PREC=m["PREC"], num_warps=m["W"],
     )  # fmt: skip
     return o

@@ -70,23 +70,28 @@ def _cdiv(a: int, b: int) -> int:
 def launch_config(DK: int, DV: int, C: int, dtype: torch.dtype, interpreted: bool) -> dict:
     """Block sizes, warps and stages per kernel family.
 
-    Interpreter: one value block everywhere (fewer program instances). GPU: sized so that every kernel's shared
-    memory stays under the H100/H200 limit (227 KiB) up to ``MAX_KEY_DIM`` — checked without a GPU by compiling for
-    sm_90 (``python benchmarks/kernels.py --aot-check``) — with smaller value blocks for larger key dims:
-    ``h`` = the sequential state kernels (fwd_h, bwd_dh; pipelining limited to 2 stages), ``o`` = wy/fwd_o,
-    ``m`` = the per-chunk backward. fp32 inputs use 3-pass tf32 dots (≈ fp32 accuracy on tensor cores), fp16/bf16
-    inputs tf32 dots; accumulation is fp32 throughout.
+    Keys run in ``NK`` tiles of ``BK`` ≤ 64 columns (the state kernels keep the [Dk, BV] state as up to four such
+    tiles, like fla's ``chunk_delta_h.py``). Interpreter: one value block everywhere (fewer program instances).
+    GPU: chosen so that every kernel compiles for sm_90 without register spills in bf16 at Dk = Dv = 256, chunk 32
+    (Gated DeltaNet's reference shape), and with shared memory under the H100/H200 limit (227 KiB) up to
+    ``MAX_KEY_DIM`` — both checked without a GPU (``python benchmarks/kernels.py --aot-check``). Families: ``h`` =
+    the sequential state kernels (fwd_h, bwd_dh), ``o`` = wy/fwd_o, ``m`` = the per-chunk backward. fp32 inputs use
+    3-pass tf32 dots (≈ fp32 accuracy on tensor cores), fp16/bf16 inputs tf32 dots; accumulation is fp32 throughout.
     """
-    BK = max(16, _next_power_of_2(DK))
+    KP = max(16, _next_power_of_2(DK))  # the key head, padded
+    BK = min(KP, 64)
+    NK = _cdiv(DK, BK)
+    if NK > 4:
+        raise ValueError(f"the kernels hold at most 4 key tiles of {BK}: Dk={DK} is too wide")
     BVfull = max(16, _next_power_of_2(DV))
     if interpreted:
         bv_h = bv_o = bv_m = BVfull
     else:
-        bv_h = min(BVfull, 64 if BK <= 64 else 32)
+        bv_h = min(BVfull, 64 if KP <= 64 else 32)
         bv_o = min(BVfull, 64)
-        bv_m = min(BVfull, 64 if BK <= 32 else 32 if BK <= 64 else 16)
-    cfg = dict(BK=BK, PREC="tf32x3" if dtype == torch.float32 else "tf32", W=4 if BK * C <= 1024 else 8,
-               S_h=1 if BK * C >= 128 * 64 else 2)  # fmt: skip  # pipelining stages of the sequential kernels
+        bv_m = min(BVfull, 64 if BK <= 32 else 16)
+    cfg = dict(BK=BK, NK=NK, PREC="tf32x3" if dtype == torch.float32 else "tf32", W=4 if KP * C <= 1024 else 8,
+               S_h=1 if KP * C >= 128 * 64 else 2)  # fmt: skip  # pipelining stages of the sequential kernels
     for name, bv in (("h", bv_h), ("o", bv_o), ("m", bv_m)):
         cfg[f"BV_{name}"], cfg[f"NV_{name}"] = bv, _cdiv(DV, bv)
     return cfg

@@ -7,42 +7,43 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from deltanet.ops.kernels.primitives import gamma, load_rows, load_scalars, mm, ut_solve
+from deltanet.ops.kernels.primitives import gamma, load_rows, load_scalars, mm, store_tile, ut_solve
 
 
 @triton.jit
 def wy_fwd_kernel(
     k_ptr, v_ptr, beta_ptr, g_ptr, w_ptr, u_ptr, tm_ptr, gc_ptr,
     T, Tp,
-    H: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    NV: tl.constexpr, USE_G: tl.constexpr, PREC: tl.constexpr,
+    H: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, C: tl.constexpr, BK: tl.constexpr, NK: tl.constexpr,
+    BV: tl.constexpr, NV: tl.constexpr, USE_G: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
     n, bh = tl.program_id(0), tl.program_id(1)
     b, h = bh // H, bh % H
     r = tl.arange(0, C)
-    t = n * C + r
-    ck = tl.arange(0, BK)
-    k = load_rows(k_ptr, b, h, t, T, H, DK, ck)
-    beta = load_scalars(beta_ptr, b, h, t, T, H)
-    kkt = mm(k, tl.trans(k), PREC)
+    t0 = n * C
+    row0 = bh * Tp + t0
+    beta = load_scalars(beta_ptr, b, h, t0, T, H, C)
+    kkt = tl.zeros([C, C], dtype=tl.float32)
+    for kb in range(NK):  # K Kᵀ, one key tile at a time (fla: chunk_scaled_dot_kkt.py)
+        k = load_rows(k_ptr, b, h, t0, T, H, DK, kb * BK, C, BK)
+        kkt += mm(k, tl.trans(k), PREC)
     strict = r[:, None] > r[None, :]
     if USE_G:
-        G = tl.cumsum(load_scalars(g_ptr, b, h, t, T, H), 0)
-        tl.store(gc_ptr + bh * Tp + t, G)
+        G = tl.cumsum(load_scalars(g_ptr, b, h, t0, T, H, C), 0)
+        tl.store(gc_ptr + row0 + r, G)
         a = tl.where(strict, beta[:, None] * kkt * gamma(G, r), 0.0)
-        x = k * (beta * tl.exp(G))[:, None]
+        xs = beta * tl.exp(G)
     else:
         a = tl.where(strict, beta[:, None] * kkt, 0.0)
-        x = k * beta[:, None]
+        xs = beta
     tm = ut_solve(a, r, C)
-    tl.store(tm_ptr + (bh * Tp + t[:, None]) * C + r[None, :], tm)
-    w = mm(tm, x, PREC)
-    tl.store(w_ptr + (bh * Tp + t[:, None]) * DK + ck[None, :], w, mask=ck[None, :] < DK)
+    store_tile(tm_ptr, tm, row0, 0, C, C, C)
+    for kb in range(NK):
+        x = load_rows(k_ptr, b, h, t0, T, H, DK, kb * BK, C, BK) * xs[:, None]
+        store_tile(w_ptr, mm(tm, x, PREC), row0, kb * BK, C, BK, DK)
     for iv in range(NV):
-        cv = iv * BV + tl.arange(0, BV)
-        y = load_rows(v_ptr, b, h, t, T, H, DV, cv) * beta[:, None]
-        u = mm(tm, y, PREC)
-        tl.store(u_ptr + (bh * Tp + t[:, None]) * DV + cv[None, :], u, mask=cv[None, :] < DV)
+        y = load_rows(v_ptr, b, h, t0, T, H, DV, iv * BV, C, BV) * beta[:, None]
+        store_tile(u_ptr, mm(tm, y, PREC), row0, iv * BV, C, BV, DV)
 
 
 def wy_forward(k: Tensor, v: Tensor, beta: Tensor, g: Tensor | None, m: dict) -> tuple[Tensor, ...]:
@@ -56,6 +57,7 @@ def wy_forward(k: Tensor, v: Tensor, beta: Tensor, g: Tensor | None, m: dict) ->
     # without a gate, g_ptr and gc_ptr are never read (USE_G=False): any tensor stands in for them
     wy_fwd_kernel[(m["NT"], B * H)](
         k, v, beta, g if use_g else beta, w, u, tm, gc if use_g else w, m["T"], Tp,
-        H=H, DK=DK, DV=DV, C=C, BK=m["BK"], BV=m["BV_o"], NV=m["NV_o"], USE_G=use_g, PREC=m["PREC"], num_warps=m["W"],
+        H=H, DK=DK, DV=DV, C=C, BK=m["BK"], NK=m["NK"], BV=m["BV_o"], NV=m["NV_o"], USE_G=use_g, PREC=m["PREC"],
+        num_warps=m["W"],
     )  # fmt: skip
     return w, u, tm, gc
