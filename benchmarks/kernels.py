@@ -217,7 +217,8 @@ def aot_check(dims=AOT_DIMS, chunks=CHUNK_SIZES, dtypes=("bf16", "fp32")) -> int
             for dt in dtypes:
                 cfg = launch_config(D, D, C, torch_dt[dt], interpreted=False)
                 for use_g in (False, True):
-                    base = dict(H=8, DK=D, DV=D, C=C, BK=cfg["BK"], NK=cfg["NK"], USE_G=use_g, PREC=cfg["PREC"])
+                    base = dict(H=8, DK=D, DV=D, C=C, BK=cfg["BK"], NK=cfg["NK"], USE_G=use_g, PREC=cfg["PREC"],
+                                FUSE_DQK=cfg["FUSE_DQK"])
                     kernels = [
                         (wy.wy_fwd_kernel, {**base, "BV": cfg["BV_o"], "NV": cfg["NV_o"]}, 3),
                         (chunk_state.fwd_h_kernel, {**base, "BV": cfg["BV_h"], "HAS_H0": True, "DROP_UPDATE": False},
@@ -226,8 +227,7 @@ def aot_check(dims=AOT_DIMS, chunks=CHUNK_SIZES, dtypes=("bf16", "fp32")) -> int
                         (chunk_state.bwd_dh_kernel, {**base, "BV": cfg["BV_h"], "HAS_DHT": True}, cfg["S_h"]),
                         (backward.bwd_vloop_kernel, {**base, "BV": cfg["BV_m"], "NV": cfg["NV_m"]}, 2),
                         (backward.bwd_post_kernel, base, 1),
-                        (backward.bwd_dqk_kernel, base, 1),
-                    ]
+                    ] + ([] if cfg["FUSE_DQK"] else [(backward.bwd_dqk_kernel, base, 1)])
                     for fn, consts, stages in kernels:
                         consts = {k: v for k, v in consts.items() if k in fn.arg_names}
                         sig = {n: "constexpr" if n in consts else

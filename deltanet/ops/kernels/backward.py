@@ -6,7 +6,7 @@ program per chunk, looping over key tiles):
 
 - ``bwd_vloop_kernel`` [NK, NT, BH]: the sums over the value dimension per key tile (dO S_nᵀ, Vn dS_{n+1}ᵀ,
   −dVn S_nᵀ and the tile's share of dG); the first tile's program also writes dv and the value sums without keys;
-- ``bwd_post_kernel`` [NT, BH]: the [C, C] algebra over the whole key dimension (K Kᵀ, dW Kᵀ, Q Kᵀ), through W = T X
+- ``bwd_post_kernel`` [NT, BH]: the [C, C] algebra over the whole key dimension (K Kᵀ, dW Kᵀ), through W = T X
   and the UT solve to dβ, dg and dKK, the gradient of K Kᵀ;
 - ``bwd_dqk_kernel`` [NK, NT, BH]: dq and dk per key tile.
 
@@ -104,14 +104,16 @@ def _gates(gc_ptr, row0, C: tl.constexpr, USE_G: tl.constexpr):
 
 @triton.jit
 def bwd_post_kernel(
-    q_ptr, k_ptr, beta_ptr, gc_ptr, tm_ptr, dw_ptr, datt_ptr, dtm_ptr, dbp_ptr, dgp_ptr, dgl_ptr,
-    dkk_ptr, dbeta_ptr, dg_ptr, scale,
+    q_ptr, k_ptr, beta_ptr, gc_ptr, tm_ptr, p_ptr, dqa_ptr, dkt_ptr, dw_ptr, datt_ptr, dtm_ptr, dbp_ptr, dgp_ptr,
+    dgl_ptr, dkk_ptr, dq_ptr, dk_ptr, dbeta_ptr, dg_ptr, scale,
     T, Tp, NT,
     H: tl.constexpr, DK: tl.constexpr, C: tl.constexpr, BK: tl.constexpr, NK: tl.constexpr,
-    USE_G: tl.constexpr, PREC: tl.constexpr,
+    USE_G: tl.constexpr, FUSE_DQK: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
-    """Per chunk, the [C, C] algebra over the whole key dimension, one key tile at a time: through W = T X and the
-    UT solve to dβ, dg and dKK = dB + dBᵀ (the gradient of K Kᵀ, for :func:`bwd_dqk_kernel`)."""
+    """Per chunk, the [C, C] algebra over the whole key dimension (K Kᵀ, dW Kᵀ, one key tile at a time), through
+    W = T X and the UT solve to dβ, dg and dKK = dB + dBᵀ (the gradient of K Kᵀ). Then dq and dk here (FUSE_DQK: one
+    small key tile, which saves small heads such as DeltaNet's 32 a launch and a round trip through memory), or dKK
+    stored for :func:`bwd_dqk_kernel`."""
     n, bh = tl.program_id(0), tl.program_id(1)
     b, h = bh // H, bh % H
     r = tl.arange(0, C)
@@ -119,13 +121,10 @@ def bwd_post_kernel(
     row0 = bh * Tp + t0
     kkt = tl.zeros([C, C], dtype=tl.float32)
     dwk = tl.zeros([C, C], dtype=tl.float32)  # dW Kᵀ
-    qk = tl.zeros([C, C], dtype=tl.float32)
     for kb in range(NK):
         k = load_rows(k_ptr, b, h, t0, T, H, DK, kb * BK, C, BK)
         kkt += mm(k, tl.trans(k), PREC)
         dwk += mm(load_tile(dw_ptr, row0, kb * BK, C, BK, DK), tl.trans(k), PREC)
-        if USE_G:
-            qk += mm(load_rows(q_ptr, b, h, t0, T, H, DK, kb * BK, C, BK) * scale, tl.trans(k), PREC)
     eg, egl, gam = _gates(gc_ptr, row0, C, USE_G)
     beta = load_scalars(beta_ptr, b, h, t0, T, H, C)
     xs = beta * eg  # X = K ⊙ xs
@@ -136,10 +135,9 @@ def bwd_post_kernel(
     # through T = (I + A)⁻¹: dA = −Tᵀ dT Tᵀ, strictly lower; A = diag(β) (K Kᵀ ⊙ Γ)
     da = tl.where(r[:, None] > r[None, :], -mm(mm(tmT, dtm, PREC), tmT, PREC), 0.0)
     dbk = da * beta[:, None] * gam
-    store_tile(dkk_ptr, dbk + tl.trans(dbk), row0, 0, C, C, C)
     store_scalars(dbeta_ptr, tl.load(dbp_ptr + row0 + r) + tl.sum(da * kkt * gam, 1) + dxk * eg, b, h, t0, T, H, C)
     if USE_G:
-        e = tl.where(r[:, None] >= r[None, :], load_tile(datt_ptr, row0, 0, C, C, C), 0.0) * gam * qk
+        e = load_tile(datt_ptr, row0, 0, C, C, C) * load_tile(p_ptr, row0, 0, C, C, C)  # dP ⊙ P
         e2 = dbk * kkt
         dG = tl.sum(e, 1) - tl.sum(e, 0) + tl.sum(e2, 1) - tl.sum(e2, 0) + dxk * xs
         dgl = tl.sum(tl.zeros([C], dtype=tl.float32), 0)
@@ -149,6 +147,26 @@ def bwd_post_kernel(
         dG += tl.where(r == C - 1, dgl, 0.0)
         dg = tl.sum(tl.where(r[:, None] >= r[None, :], dG[:, None], 0.0), 0)  # dg_j = Σ_{i ≥ j} dG_i
         store_scalars(dg_ptr, dg, b, h, t0, T, H, C)
+    if FUSE_DQK:
+        dp = tl.where(r[:, None] >= r[None, :], load_tile(datt_ptr, row0, 0, C, C, C), 0.0) * gam
+        _dq_dk(q_ptr, k_ptr, dqa_ptr, dkt_ptr, dw_ptr, dq_ptr, dk_ptr, scale, b, h, t0, row0, T, 0, tmT, dp,
+               dbk + tl.trans(dbk), eg, egl, xs, H, DK, C, BK, PREC)  # fmt: skip
+    else:
+        store_tile(dkk_ptr, dbk + tl.trans(dbk), row0, 0, C, C, C)
+
+
+@triton.jit
+def _dq_dk(q_ptr, k_ptr, dqa_ptr, dkt_ptr, dw_ptr, dq_ptr, dk_ptr, scale, b, h, t0, row0, T, k0, tmT, dp, dkk, eg,
+           egl, xs, H: tl.constexpr, DK: tl.constexpr, C: tl.constexpr, BK: tl.constexpr,
+           PREC: tl.constexpr):  # fmt: skip
+    """Key tile k0 of dq = dQ̃ ⊙ e^G + dP K and dk = dPᵀ Q + dK̃ ⊙ e^{G_L − G} + dKK K + dX ⊙ β e^G (dX = Tᵀ dW)."""
+    q = load_rows(q_ptr, b, h, t0, T, H, DK, k0, C, BK) * scale
+    k = load_rows(k_ptr, b, h, t0, T, H, DK, k0, C, BK)
+    dq = load_tile(dqa_ptr, row0, k0, C, BK, DK) * eg[:, None] + mm(dp, k, PREC)
+    store_rows(dq_ptr, dq * scale, b, h, t0, T, H, DK, k0, C, BK)
+    dx = mm(tmT, load_tile(dw_ptr, row0, k0, C, BK, DK), PREC)
+    dk = mm(tl.trans(dp), q, PREC) + load_tile(dkt_ptr, row0, k0, C, BK, DK) * egl[:, None] + dx * xs[:, None]
+    store_rows(dk_ptr, dk + mm(dkk, k, PREC), b, h, t0, T, H, DK, k0, C, BK)
 
 
 @triton.jit
@@ -157,32 +175,26 @@ def bwd_dqk_kernel(
     T, Tp,
     H: tl.constexpr, DK: tl.constexpr, C: tl.constexpr, BK: tl.constexpr, USE_G: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
-    """Per chunk and key tile: dq = dQ̃ ⊙ e^G + dP K and dk = dPᵀ Q + dK̃ ⊙ e^{G_L − G} + dKK K + dX ⊙ β e^G."""
+    """Per chunk and key tile, dq and dk (:func:`_dq_dk`), from :func:`bwd_post_kernel`'s dKK (several key tiles)."""
     ik, n, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, h = bh // H, bh % H
     r = tl.arange(0, C)
     t0 = n * C
     row0 = bh * Tp + t0
-    k0 = ik * BK
     eg, egl, gam = _gates(gc_ptr, row0, C, USE_G)
     dp = tl.where(r[:, None] >= r[None, :], load_tile(datt_ptr, row0, 0, C, C, C), 0.0) * gam
-    q = load_rows(q_ptr, b, h, t0, T, H, DK, k0, C, BK) * scale
-    k = load_rows(k_ptr, b, h, t0, T, H, DK, k0, C, BK)
-    dq = load_tile(dqa_ptr, row0, k0, C, BK, DK) * eg[:, None] + mm(dp, k, PREC)
-    store_rows(dq_ptr, dq * scale, b, h, t0, T, H, DK, k0, C, BK)
-    dx = mm(tl.trans(load_tile(tm_ptr, row0, 0, C, C, C)), load_tile(dw_ptr, row0, k0, C, BK, DK), PREC)
+    tmT = tl.trans(load_tile(tm_ptr, row0, 0, C, C, C))
     xs = load_scalars(beta_ptr, b, h, t0, T, H, C) * eg
-    dk = mm(tl.trans(dp), q, PREC) + load_tile(dkt_ptr, row0, k0, C, BK, DK) * egl[:, None] + dx * xs[:, None]
-    dk += mm(load_tile(dkk_ptr, row0, 0, C, C, C), k, PREC)
-    store_rows(dk_ptr, dk, b, h, t0, T, H, DK, k0, C, BK)
+    _dq_dk(q_ptr, k_ptr, dqa_ptr, dkt_ptr, dw_ptr, dq_ptr, dk_ptr, scale, b, h, t0, row0, T, ik * BK, tmT, dp,
+           load_tile(dkk_ptr, row0, 0, C, C, C), eg, egl, xs, H, DK, C, BK, PREC)  # fmt: skip
 
 
 def chunk_grads(q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, beta: Tensor, scale: float, saved: tuple,
                 states: tuple, do: Tensor, m: dict) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor]:  # fmt: skip
-    """(dq, dk, dv, dg or None, dβ) in the inputs' dtypes; ``saved`` = (W, U, T, G), ``states`` = (S_n, dS_{n+1},
-    Vn, dVn) from :mod:`deltanet.ops.kernels.chunk_state`."""
+    """(dq, dk, dv, dg or None, dβ) in the inputs' dtypes; ``saved`` = (W, U, T, P, G), ``states`` =
+    (S_n, dS_{n+1}, Vn, dVn) from :mod:`deltanet.ops.kernels.chunk_state`."""
     B, H, NT, NK, Tp, DK, DV, C = m["B"], m["H"], m["NT"], m["NK"], m["Tp"], m["DK"], m["DV"], m["C"]
-    _, _, tm, gc = saved
+    _, _, tm, p, gc = saved
     h, dh, vn, dvn = states
     use_g = gc is not None
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
@@ -190,7 +202,8 @@ def chunk_grads(q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, beta: Tensor,
     dg = torch.empty_like(g) if use_g else None
     # fp32 partials handed from kernel to kernel
     dqa, dkt, dw = (q.new_empty(B * H, Tp, DK, dtype=torch.float32) for _ in range(3))
-    datt, dtm, dkk = (q.new_empty(B * H, Tp, C, dtype=torch.float32) for _ in range(3))
+    datt, dtm = (q.new_empty(B * H, Tp, C, dtype=torch.float32) for _ in range(2))
+    dkk = dtm if m["FUSE_DQK"] else q.new_empty(B * H, Tp, C, dtype=torch.float32)  # stored only when not fused
     dbp = q.new_empty(B * H, Tp, dtype=torch.float32)
     # without a gate, gc_ptr, dgp_ptr, dgl_ptr and dg_ptr are never touched: any tensor stands in for them
     gc_or, dg_or = (gc, dg) if use_g else (dbp, dbeta)
@@ -203,11 +216,14 @@ def chunk_grads(q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, beta: Tensor,
         num_warps=m["W"], num_stages=2,
     )  # fmt: skip
     bwd_post_kernel[(NT, B * H)](
-        q, k, beta, gc_or, tm, dw, datt, dtm, dbp, dgp, dgl, dkk, dbeta, dg_or, scale, m["T"], Tp, NT,
-        H=H, DK=DK, C=C, BK=m["BK"], NK=NK, USE_G=use_g, PREC=m["PREC"], num_warps=m["W"], num_stages=1,
+        q, k, beta, gc_or, tm, p, dqa, dkt, dw, datt, dtm, dbp, dgp, dgl, dkk, dq, dk, dbeta, dg_or, scale,
+        m["T"], Tp, NT,
+        H=H, DK=DK, C=C, BK=m["BK"], NK=NK, USE_G=use_g, FUSE_DQK=m["FUSE_DQK"], PREC=m["PREC"], num_warps=m["W"],
+        num_stages=1,
     )  # fmt: skip
-    bwd_dqk_kernel[(NK, NT, B * H)](
-        q, k, beta, gc_or, tm, dqa, dkt, dw, datt, dkk, dq, dk, scale, m["T"], Tp,
-        H=H, DK=DK, C=C, BK=m["BK"], USE_G=use_g, PREC=m["PREC"], num_warps=m["W"], num_stages=1,
-    )  # fmt: skip
+    if not m["FUSE_DQK"]:
+        bwd_dqk_kernel[(NK, NT, B * H)](
+            q, k, beta, gc_or, tm, dqa, dkt, dw, datt, dkk, dq, dk, scale, m["T"], Tp,
+            H=H, DK=DK, C=C, BK=m["BK"], USE_G=use_g, PREC=m["PREC"], num_warps=m["W"], num_stages=1,
+        )  # fmt: skip
     return dq, dk, dv, dg, dbeta

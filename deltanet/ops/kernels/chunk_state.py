@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from deltanet.ops.kernels.primitives import gamma, load_rows, load_state, load_tile, mm, store_state, store_tile
+from deltanet.ops.kernels.primitives import load_rows, load_state, load_tile, mm, store_state, store_tile
 
 
 @triton.jit
@@ -116,7 +116,7 @@ def _bwd_write(ds, k0, q_ptr, w_ptr, b, h, t0, row0, T, H: tl.constexpr, C: tl.c
 
 @triton.jit
 def bwd_dh_kernel(
-    q_ptr, k_ptr, w_ptr, gc_ptr, do_ptr, dht_ptr, dh_ptr, dvn_ptr, dh0_ptr, scale,
+    q_ptr, k_ptr, w_ptr, p_ptr, gc_ptr, do_ptr, dht_ptr, dh_ptr, dvn_ptr, dh0_ptr, scale,
     T, Tp, NT,
     H: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, C: tl.constexpr, BK: tl.constexpr, NK: tl.constexpr,
     BV: tl.constexpr, USE_G: tl.constexpr, HAS_DHT: tl.constexpr, PREC: tl.constexpr,
@@ -136,25 +136,18 @@ def bwd_dh_kernel(
         n = NT - 1 - i
         t0 = n * C
         row0 = bh * Tp + t0
-        qk = tl.zeros([C, C], dtype=tl.float32)
-        for kb in range(NK):
-            q = load_rows(q_ptr, b, h, t0, T, H, DK, kb * BK, C, BK)
-            qk += mm(q, tl.trans(load_rows(k_ptr, b, h, t0, T, H, DK, kb * BK, C, BK)), PREC)
         kdecay = tl.full([C], 1.0, tl.float32)
         qdecay = tl.full([C], 1.0, tl.float32) * scale
         sdecay = 1.0
         if USE_G:
             G = tl.load(gc_ptr + row0 + r)
             g_last = tl.load(gc_ptr + row0 + C - 1)
-            p = qk * gamma(G, r)
             kdecay = tl.exp(g_last - G)
             qdecay = tl.exp(G) * scale
             sdecay = tl.exp(g_last)
-        else:
-            p = tl.where(r[:, None] >= r[None, :], qk, 0.0)
         do = load_rows(do_ptr, b, h, t0, T, H, DV, v0, C, BV)
-        # dVn = (Q Kᵀ ⊙ Γ ⊙ M)ᵀ dO + (K ⊙ e^{G_L − G}) dS_{n+1}, q scaled
-        dvn = mm(tl.trans(p * scale), do, PREC)
+        # dVn = Pᵀ dO + (K ⊙ e^{G_L − G}) dS_{n+1}, P = (Q Kᵀ ⊙ Γ ⊙ M)·scale from the WY stage
+        dvn = mm(tl.trans(load_tile(p_ptr, row0, 0, C, C, C)), do, PREC)
         dhn = dh_ptr + (bh * NT + n) * DK * DV  # dL/dS_{n+1}
         dvn += _bwd_read(ds0, 0, dhn, k_ptr, b, h, t0, T, v0, H, C, BK, BV, DK, DV, kdecay, PREC)
         if NK > 1:
@@ -198,8 +191,8 @@ def state_forward(k: Tensor, w: Tensor, u: Tensor, gc: Tensor | None, h0: Tensor
     return h, vn, ht
 
 
-def state_backward(q: Tensor, k: Tensor, w: Tensor, gc: Tensor | None, do: Tensor, dht: Tensor | None, scale: float,
-                   m: dict) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+def state_backward(q: Tensor, k: Tensor, w: Tensor, p: Tensor, gc: Tensor | None, do: Tensor, dht: Tensor | None,
+                   scale: float, m: dict) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """(dS_{n+1} per chunk ``[B·H, NT, Dk, Dv]``, dVn ``[B·H, Tp, Dv]``, dS_0 ``[B, H, Dk, Dv]``), all fp32."""
     B, H, NT, Tp, DK, DV, C = m["B"], m["H"], m["NT"], m["Tp"], m["DK"], m["DV"], m["C"]
     use_g = gc is not None
@@ -207,7 +200,7 @@ def state_backward(q: Tensor, k: Tensor, w: Tensor, gc: Tensor | None, do: Tenso
     dvn = q.new_empty(B * H, Tp, DV, dtype=torch.float32)
     dh0 = q.new_empty(B, H, DK, DV, dtype=torch.float32)
     bwd_dh_kernel[(m["NV_h"], B * H)](
-        q, k, w, gc if use_g else w, do, dht if dht is not None else dh0, dh, dvn, dh0, scale, m["T"], Tp, NT,
+        q, k, w, p, gc if use_g else w, do, dht if dht is not None else dh0, dh, dvn, dh0, scale, m["T"], Tp, NT,
         H=H, DK=DK, DV=DV, C=C, BK=m["BK"], NK=m["NK"], BV=m["BV_h"], USE_G=use_g, HAS_DHT=dht is not None,
         PREC=m["PREC"], num_warps=m["W"], num_stages=m["S_h"],
     )  # fmt: skip

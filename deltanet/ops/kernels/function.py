@@ -22,19 +22,19 @@ MAX_HEAD_DIM = 256
 def chunk_forward(q, k, v, g, beta, scale, h0, chunk_size, drop_update=False):
     """Forward pass; returns (o, final_state, saved) with ``saved`` = the intermediates the backward reuses."""
     m = launch_meta(q, v, chunk_size)
-    w, u, tm, gc = wy_forward(k, v, beta, g, m)
+    w, u, tm, p, gc = wy_forward(q, k, v, beta, g, scale, m)
     h, vn, ht = state_forward(k, w, u, gc, h0, m, drop_update)
-    o = output_forward(q, k, v, gc, h, vn, scale, m)
-    return o, ht, (w, u, tm, gc)
+    o = output_forward(q, v, gc, p, h, vn, scale, m)
+    return o, ht, (w, u, tm, p, gc)
 
 
 def chunk_backward(q, k, v, g, beta, scale, h0, chunk_size, saved, do, dht):
     """Backward pass; returns (dq, dk, dv, dg or None, dbeta, dh0 fp32)."""
     m = launch_meta(q, v, chunk_size)
-    w, u, _, gc = saved
+    w, u, _, p, gc = saved
     h, vn, _ = state_forward(k, w, u, gc, h0, m)  # recompute the per-chunk states instead of keeping them
     do = do.contiguous()
-    dh, dvn, dh0 = state_backward(q, k, w, gc, do, dht, scale, m)
+    dh, dvn, dh0 = state_backward(q, k, w, p, gc, do, dht, scale, m)
     dq, dk, dv, dg, dbeta = chunk_grads(q, k, v, g, beta, scale, saved, (h, dh, vn, dvn), do, m)
     return dq, dk, dv, dg, dbeta, dh0
 

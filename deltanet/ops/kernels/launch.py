@@ -90,8 +90,10 @@ def launch_config(DK: int, DV: int, C: int, dtype: torch.dtype, interpreted: boo
         bv_h = min(BVfull, 64 if KP <= 64 else 32)
         bv_o = min(BVfull, 64)
         bv_m = min(BVfull, 64 if BK <= 32 else 16)
+    # S_h: pipelining stages of the sequential kernels (a second stage made bwd_dh spill from Dk·C = 64·32 up);
+    # FUSE_DQK: dq, dk in bwd_post_kernel (no bwd_dqk_kernel) for one small key tile, where that fits in registers
     cfg = dict(BK=BK, NK=NK, PREC="tf32x3" if dtype == torch.float32 else "tf32", W=4 if KP * C <= 1024 else 8,
-               S_h=1 if KP * C >= 128 * 64 else 2)  # fmt: skip  # pipelining stages of the sequential kernels
+               S_h=1 if KP * C >= 64 * 32 else 2, FUSE_DQK=KP * C <= 32 * 32)  # fmt: skip
     for name, bv in (("h", bv_h), ("o", bv_o), ("m", bv_m)):
         cfg[f"BV_{name}"], cfg[f"NV_{name}"] = bv, _cdiv(DV, bv)
     return cfg
