@@ -188,9 +188,9 @@ def test_dispatch_resolution():
         dispatch.resolve_backend("fast", "cpu")
 
 
-def test_kernels_run_only_where_they_fit_shared_memory():
-    """A 256-wide key head at chunk 64 needs more than sm_90's 227 KiB per block (``benchmarks/kernels.py
-    --aot-check``): ``auto`` falls back to the naive loop with a warning, ``triton`` and the kernel refuse it."""
+def test_kernels_run_only_up_to_their_declared_key_dim():
+    """A 256-wide key head at chunk 64 is beyond ``MAX_KEY_DIM`` (it fits shared memory since keys are tiled, but is
+    untuned there): ``auto`` falls back to the naive loop with a warning, ``triton`` and the kernel refuse it."""
     cuda = torch.device("cuda")  # resolution only: nothing runs on it
     assert dispatch._use_kernel("auto", cuda, 32, 256, fused_ok=True)
     with pytest.warns(UserWarning, match="key head dims up to 128, got 256; using the naive loop"):

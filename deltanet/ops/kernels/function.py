@@ -114,7 +114,7 @@ def chunk_rule(
         raise ValueError(f"chunk_size must be one of {CHUNK_SIZES} for the Triton kernels, got {chunk_size!r}")
     if not kernels_fit(chunk_size, DK):
         raise ValueError(f"the Triton kernels take key head dims up to {MAX_KEY_DIM[chunk_size]} at chunk_size "
-                         f"{chunk_size} (shared memory; MAX_KEY_DIM {MAX_KEY_DIM}), got Dk={DK}")  # fmt: skip
+                         f"{chunk_size} (MAX_KEY_DIM {MAX_KEY_DIM}), got Dk={DK}")  # fmt: skip
     if fault is not None and fault not in FAULTS:
         raise ValueError(f"fault must be None or one of {FAULTS}, got {fault!r}")
     interpreted = interpreter_enabled()

@@ -15,9 +15,10 @@ from torch import Tensor
 
 from deltanet.machine import triton_interpreter_requested
 
-# The chunk sizes the kernels are written for (the naive ops take any), each with the widest key head whose every
-# kernel fits the sm_90 (H100/H200) shared memory, 227 KiB per block — compiled without a GPU by
-# ``python benchmarks/kernels.py --aot-check``: at chunk 64 a 256-wide key head needs up to 368 KiB (backward).
+# The chunk sizes the kernels are written for (the naive ops take any), each with the widest key head they launch:
+# every kernel fits the sm_90 (H100/H200) shared memory, 227 KiB per block — compiled without a GPU by
+# ``python benchmarks/kernels.py --aot-check``. With key tiles a 256-wide head at chunk 64 fits too (≤ 100 KiB, it
+# needed 448 KiB untiled), but its bf16 bwd_dh spills (~0.5 KB of stack): not launched until tuned and timed.
 MAX_KEY_DIM = {16: 256, 32: 256, 64: 128}
 CHUNK_SIZES = tuple(MAX_KEY_DIM)
 # test-only faults, passed in by ``deltanet verify-kernels --inject-fault`` to show it catches a wrong kernel
