@@ -196,7 +196,9 @@ def _train_fitting(group: GroupPlan, data: TensorData, job: Job, on_epoch, hooks
     first, last, n = group.runs[0].index, group.runs[-1].index, len(group.runs)
     ckpt = job.ckpt_dir / f"runs-{first:04d}-{last:04d}.pt"
     settings = ", ".join(f"lr={r.lr:g} wd={r.weight_decay:g} seed={r.seed}" for r in group.runs)
-    log(f"runs {first}-{last}/{group.total} {job.task}/{group.label}, {n} fused: {settings}"
+    which = f"runs {first}-{last}" if n > 1 else f"run {first}"
+    fused = f", {n} fused" if n > 1 else ""
+    log(f"{which}/{group.total} {job.task}/{group.label}{fused}: {settings}"
         f"{' (resuming a checkpoint)' if ckpt.exists() else ''}")
     try:
         results = train_group(group, data, ckpt, on_epoch, hooks.loss, log)
