@@ -43,7 +43,7 @@ class ChunkDeltaRuleFunction(torch.autograd.Function):
     """Autograd wrapper over the forward/backward kernels; ``g is None`` = the ungated delta rule.
 
     ``forward`` returns (o, final state, *intermediates the backward reuses); :func:`chunk_rule` hands out the first
-    two. Under ``torch.func.vmap`` (fused runs: members of a group, ``deltanet/training/group.py``) the members are
+    two. Under ``torch.func.vmap`` (fused runs: the members of a group, ``deltanet/training/fused.py``) the members are
     folded into the batch dimension: the kernels have no parameters and treat every batch row alike, so one launch
     of batch R·B computes all R members."""
 
