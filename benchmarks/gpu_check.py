@@ -21,8 +21,9 @@ On one CUDA GPU, in this order, each part with its own time limit (``plan``):
 
 ``benchmarks/packing.py`` (1, 4, 8 training processes on one GPU: 63.6 / 194.7 / 193.3 steps/s on 2026-12-04) is no
 longer part of the check: fused runs replace packing processes. The default ``--budget-s`` is the set-up allowance
-plus the parts' limits (540 s on a GPU): the whole check fits one 10-minute call. A part runs under the smaller of its limit and what is left of the budget (its ``limit_s`` in the
-summary), and is skipped when less than 10 s are left.
+plus the parts' limits (540 s on a GPU): the whole check fits one 10-minute call. A part runs under the smaller of
+its limit and what is left of the budget (its ``limit_s`` in the summary), and is skipped when less than 10 s are
+left.
 
 Nothing measured is lost: every part prints its rows as ``ROW <json>`` lines (``benchmarks/rows.py``); each row goes
 into ``DIR/summary.json`` and ``DIR/summary.md`` (rewritten atomically) as soon as it is printed, so a part stopped at

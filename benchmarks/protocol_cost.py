@@ -6,8 +6,9 @@
 Per task: the baseline model on the task's baseline setting of the scale, trained ``--epochs`` epochs through the
 job's engine (``deltanet/training/loop.py``: the setting's runs as one fused group, as ``optim.fuse_runs`` and
 ``optim.capture`` say; its precision, batch size, evaluation each epoch); the first epoch (compilation, warm-up,
-capture) is dropped when there are more. ``--steps-per-epoch N`` (a quick look on a CPU) trains and evaluates N batches per
-epoch and scales the time up to the full epoch's batches. Extrapolation, an upper bound (early stopping ignored):
+capture) is dropped when there are more. ``--steps-per-epoch N`` (a quick look on a CPU) trains and evaluates N
+batches per epoch and scales the time up to the full epoch's batches. Extrapolation, an upper bound (early stopping
+ignored):
 
     GPU-hours = Σ_models Σ_settings  groups_per_setting · max_epochs · t_epoch(task) · tokens(setting)
                                      / tokens(baseline) / ratio(model) / 3600

@@ -46,8 +46,10 @@ def group(runs: list[RunPlan], vocab: int, variant: str = "delta_net_4layer", **
 def train_logged(plan: GroupPlan, data: TensorData, tmp: Path, loss_hook=None) -> tuple[list[dict], dict]:
     """(results, {run index: [per-epoch metrics]}) of one group, trained from scratch."""
     epochs: dict[int, list] = {}
-    results = train_group(plan, data, tmp / "group.pt", lambda g, run, st, m: epochs.setdefault(run.index, []).append(m),
-                          loss_hook, log=lambda line: None)  # fmt: skip
+    def record(group, run, state, metrics):
+        epochs.setdefault(run.index, []).append(metrics)
+
+    results = train_group(plan, data, tmp / "group.pt", record, loss_hook, log=lambda line: None)
     (tmp / "group.pt").unlink()
     return results, epochs
 
@@ -91,7 +93,8 @@ def test_a_nan_member_leaves_the_group_and_reaches_no_other(data, tmp_path, monk
     runs = SIX[:3]
     widths = []
     real_step = loop.train_step
-    monkeypatch.setattr(loop, "train_step", lambda fused, *a, **k: widths.append(fused.size) or real_step(fused, *a, **k))
+    monkeypatch.setattr(loop, "train_step",
+                        lambda fused, *a, **k: widths.append(fused.size) or real_step(fused, *a, **k))  # fmt: skip
     results, epochs = train_logged(group(runs, vocab), tensors, tmp_path,
                                    lambda run, epoch, loss: loss * math.nan if run == 2 else loss)  # fmt: skip
     assert (results[1]["stop_reason"], results[1]["epochs_run"], results[1]["best_epoch"]) == ("diverged", 1, 0)
@@ -168,8 +171,8 @@ def test_the_triton_path_fused_equals_solo(tmp_path):
     tensors = TensorData.from_datasets(make_datasets(setting), torch.device("cpu"))
     runs = [RunPlan(1, 1e-2, 0.0, 12345), RunPlan(2, 5e-3, 0.1, 7)]
     kw = dict(max_epochs=2, batch_size=16)
-    plan = dataclasses.replace(group(runs, int(setting.fields["vocab_size"]), **kw), model_kwargs={**SHAPE, "chunk_size": 16, "kernels": "triton",
-                                                                   "variant": "gated_delta_net_4layer"})  # fmt: skip
+    kernels = {**SHAPE, "chunk_size": 16, "kernels": "triton", "variant": "gated_delta_net_4layer"}
+    plan = dataclasses.replace(group(runs, int(setting.fields["vocab_size"]), **kw), model_kwargs=kernels)
     _, fused = train_logged(plan, tensors, tmp_path)
     for run in runs:
         _, solo = train_logged(dataclasses.replace(plan, runs=[run]), tensors, tmp_path)
@@ -200,7 +203,8 @@ def test_capture_modes_and_the_eager_fallback():
     lines = []
     assert capture_enabled("on", torch.device("cpu"), lines.append) is False
     assert lines == ["optim.capture: on, but CUDA graphs need a CUDA device (cpu here): steps run eagerly"]
-    assert capture_enabled("auto", torch.device("cpu")) is False and capture_enabled("off", torch.device("cpu")) is False
+    cpu = torch.device("cpu")
+    assert capture_enabled("auto", cpu) is False and capture_enabled("off", cpu) is False
     with pytest.raises(ValueError, match="optim.capture must be one of auto, on, off; got 'yes'"):
         capture_enabled("yes", torch.device("cpu"))
     step = CapturedStep(lambda x: x * 2, enabled=False, shapes={(2,)}, name="step")
@@ -242,5 +246,6 @@ def test_a_failing_capture_warns_once_and_runs_eagerly(monkeypatch):
     x = torch.zeros(4, device="cuda")
     outs = [step(x) for _ in range(6)]
     assert all(torch.equal(o, torch.ones(4, device="cuda")) for o in outs)
-    assert len(lines) == 1 and "capturing the training step as a CUDA graph failed (RuntimeError: no capture)" in lines[0]
+    assert len(lines) == 1
+    assert "capturing the training step as a CUDA graph failed (RuntimeError: no capture)" in lines[0]
     assert step.failure and not step.captured
