@@ -1,4 +1,4 @@
-"""``deltanet verify-kernels``: check our Triton kernels against the naive chunk loop before any training.
+"""The kernel check: our Triton kernels against the naive chunk loop, before any training (``deltanet verify-kernels``).
 
 For every case of a grid (both rules; ragged lengths; several batch/head/dim/chunk sizes; with and without an
 initial state; fp32 and fp16, plus bf16 on CUDA) it runs forward and backward — the loss is (o·dO).sum() +
@@ -7,30 +7,24 @@ compares o, the final state and every gradient (q, k, v, β, g, initial state). 
 and the pass/fail rule are the ops' test harness (``deltanet/ops/testing.py``, the fla convention): a check passes
 when max |ref − out| ≤ 1e-6 or RMS(ref − out) / RMS(ref) is below its tolerance, with no NaN or Inf.
 
-Output: one parquet row per (case, tensor) and a markdown summary, both written atomically. Exit status 1 (and
-a message listing every failing case) when any check fails, so no training job starts on a wrong kernel.
+Output: one row per (case, tensor) (:func:`run_case`) and a markdown summary (:func:`summary_markdown`); the
+command (:mod:`deltanet.cli.verify_kernels`) writes them and fails when any check fails, so no training job starts
+on a wrong kernel.
 
-On CPU the kernels run in the Triton interpreter (``TRITON_INTERPRET=1`` is set here when needed; bf16 is
-broken there and skipped) on small shapes, in about a minute. On CUDA the run also compiles every kernel
+On CPU the kernels run in the Triton interpreter (the command sets ``TRITON_INTERPRET=1``; bf16 is broken
+there and skipped) on small shapes, in about a minute. On CUDA the run also compiles every kernel
 specialisation the training jobs use, warming the Triton cache (``TRITON_CACHE_DIR``, default
 ``~/.triton/cache``) that later jobs on the same node reuse.
-
-``--inject-fault drop_state_update`` (hidden; for tests) runs a deliberately wrong kernel, to show the check fails.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
-import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
-from deltanet.io import atomic_path, write_text_atomic
-from deltanet.ops.kernels.launch import FAULTS, enable_interpreter
 from deltanet.ops.testing import DTYPES, Error, forward_backward, make_inputs, tolerance
 
 
@@ -97,6 +91,20 @@ def run_case(case: Case, device: str, fault: str | None = None) -> list[dict]:
     return rows
 
 
+
+def check_kernels(device: str, quick: bool, fault: str | None = None) -> list[dict]:
+    """The rows of :func:`run_case` for every case of the grid; a case that raises is one failed row naming the
+    error (a crashing kernel is a failed check, not a crashed command)."""
+    rows = []
+    for case in make_cases(device, quick):
+        try:
+            rows += run_case(case, device, fault)
+        except Exception as exc:
+            rows.append({**asdict(case), "device": device, "tensor": f"error: {type(exc).__name__}: {exc}"[:300],
+                         "max_abs_err": float("nan"), "rms_ratio_err": float("nan"), "tolerance": float("nan"),
+                         "passed": False, "kernel_seconds": float("nan")})  # fmt: skip
+    return rows
+
 def summary_markdown(df, device: str, quick: bool, seconds: float) -> str:
     failed = df[~df["passed"]]
     n_cases = df.groupby(["op", "B", "T", "H", "D", "chunk_size", "dtype", "h0"]).ngroups
@@ -125,62 +133,3 @@ def summary_markdown(df, device: str, quick: bool, seconds: float) -> str:
                   for row in failed[["op", "B", "T", "H", "D", "chunk_size", "dtype", "h0", "tensor",
                                      "rms_ratio_err", "tolerance", "max_abs_err"]].itertuples(index=False)]  # fmt: skip
     return "\n".join(lines) + "\n"
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="deltanet verify-kernels", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, type=Path, help="parquet of checks, e.g. results/tiny/kernels/verify.parquet")
-    parser.add_argument("--summary", required=True, type=Path, help="markdown summary, e.g. results/tiny/kernels/verify.md")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
-    parser.add_argument("--quick", action="store_true", help="a smaller grid (tests, smoke runs)")
-    parser.add_argument("--inject-fault", choices=FAULTS, default=None, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    import pandas as pd
-
-    args = parse_args(argv)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        print("verify-kernels: --device cuda but no CUDA device is visible", file=sys.stderr)
-        return 2
-    if device == "cpu":
-        try:
-            enable_interpreter()  # must happen before triton is imported
-        except RuntimeError:  # triton already imported for the compiler in this process: rerun in a fresh one
-            import os
-            import subprocess
-
-            env = {**os.environ, "TRITON_INTERPRET": "1"}
-            cmd = [sys.executable, "-m", "deltanet.verify_kernels", *(sys.argv[1:] if argv is None else argv)]
-            return subprocess.run(cmd, env=env).returncode
-    start = time.perf_counter()
-    rows = []
-    for case in make_cases(device, args.quick):
-        try:
-            rows += run_case(case, device, args.inject_fault)
-        except Exception as exc:  # a crashing kernel is a failed case, not a crashed rule
-            rows.append({**asdict(case), "device": device, "tensor": f"error: {type(exc).__name__}: {exc}"[:300],
-                         "max_abs_err": float("nan"), "rms_ratio_err": float("nan"), "tolerance": float("nan"),
-                         "passed": False, "kernel_seconds": float("nan")})  # fmt: skip
-    seconds = time.perf_counter() - start
-    df = pd.DataFrame(rows)
-    with atomic_path(args.out) as tmp:
-        df.to_parquet(tmp, index=False)
-    write_text_atomic(args.summary, summary_markdown(df, device, args.quick, seconds))
-    failed = df[~df["passed"]]
-    if len(failed):
-        lines = [f"verify-kernels: {len(failed)} of {len(df)} checks FAILED — do not train on these kernels:"]
-        for row in failed.itertuples(index=False):
-            case = Case(row.op, row.B, row.T, row.H, row.D, row.chunk_size, row.dtype, row.h0)
-            lines.append(f"  {case.label}: {row.tensor} rms_ratio={row.rms_ratio_err:.2e} "
-                         f"tol={row.tolerance:g} max_abs={row.max_abs_err:.2e}")  # fmt: skip
-        print("\n".join(lines), file=sys.stderr)
-        return 1
-    print(f"verify-kernels: all {len(df)} checks passed on {device} in {seconds:.1f} s → {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

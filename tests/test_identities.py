@@ -11,7 +11,7 @@ import torch
 from deltanet.config import load_config
 from deltanet.identities import find_identities
 from deltanet.report.analysis import DELTA_BASELINE, REFERENCE_IDENTICAL_PAIR
-from deltanet.variants import cli
+from deltanet.cli import variants as variants_cli
 
 CONFIG = load_config(Path(__file__).resolve().parents[1] / "config.yaml")
 PREFIX = DELTA_BASELINE + "_"
@@ -80,14 +80,14 @@ def test_tiny_topk_softmax_equals_softmax():
 
 def test_cli_writes_json_and_refuses_an_unknown_scale(tmp_path, capsys):
     out = tmp_path / "identities.json"
-    assert cli.list_main(["--identities", "--scale", "tiny", "--out", str(out)]) == 0
+    assert variants_cli.list_main(["--identities", "--scale", "tiny", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["scale"] == "tiny" and result["model"] == CONFIG["scales"]["tiny"]["model"]
     assert result["settings"]["compression"] == {"baseline": 8}
     assert {"seq_len": 32, "variant": REFERENCE_IDENTICAL_PAIR[0], "equal_to": DELTA_BASELINE} in [
         {k: i[k] for k in ("seq_len", "variant", "equal_to")} for i in result["identities"]]  # fmt: skip
     assert "identities at scale 'tiny' (seq lens 8, 32;" in capsys.readouterr().out
-    assert cli.list_main(["--identities", "--scale", "huge"]) == 2
+    assert variants_cli.list_main(["--identities", "--scale", "huge"]) == 2
     allowed = ", ".join(CONFIG["scales"])
     assert capsys.readouterr().err == (
         f"deltanet variants: error: --scale 'huge' is not defined in config.yaml; allowed: {allowed}\n")

@@ -33,7 +33,7 @@ from deltanet.ops import dispatch  # noqa: E402
 from deltanet.ops.testing import assert_close, forward_backward, rms_ratio, tolerance  # noqa: E402
 from deltanet.ops.testing import make_inputs as _make_inputs  # noqa: E402
 from deltanet.variants import all_variants  # noqa: E402
-from deltanet.verify_kernels import main as verify_main  # noqa: E402
+from deltanet.cli.verify_kernels import main as verify_main  # noqa: E402
 
 DEVICE = "cuda" if CUDA else "cpu"
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs an NVIDIA GPU (CUDA not available)")

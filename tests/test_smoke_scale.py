@@ -9,7 +9,8 @@ import torch
 import yaml
 
 from deltanet.tasks import TASK_IDS, task_settings
-from deltanet.training.smoke import BASELINES, main, smoke, summary_markdown
+from deltanet.cli.smoke import main
+from deltanet.training.smoke import BASELINES, smoke, summary_markdown
 from deltanet.variants import variant_names
 
 REPO = Path(__file__).resolve().parents[1]

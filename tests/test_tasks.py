@@ -9,7 +9,8 @@ import pytest
 from deltanet.tasks import (
     DISPLAY_NAMES, TASK_IDS, Datasets, check_leakage, get_task, make_datasets, task_settings,
 )
-from deltanet.tasks import cli, fuzzy_recall, memorization
+from deltanet.cli import tasks as tasks_cli
+from deltanet.tasks import fuzzy_recall, memorization
 from deltanet.tasks.generator_kit import IGNORE
 
 SMALL = {"num_train_examples": 64, "num_test_examples": 64}
@@ -289,7 +290,7 @@ def test_cache_round_trip(tmp_path):
 
 
 def test_cli_prints_each_task_count_and_example(capsys):
-    assert cli.main([]) == 0
+    assert tasks_cli.main([]) == 0
     out = capsys.readouterr().out
     for task_id in TASK_IDS:
         assert f"{task_id} ({DISPLAY_NAMES[task_id]}): {len(task_settings(task_id, 'mad'))} settings" in out

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from deltanet.runs import RUN_COLUMNS, STOP_REASONS, validate_runs
-from deltanet.training.cli import main, make_job, parse_args
+from deltanet.cli.train import main, make_job, parse_args
 from deltanet.training.job import JobHooks, run_job
 from deltanet.training import protocol
 from deltanet.variants.catalog import variant_names

@@ -23,7 +23,7 @@ from deltanet.ops import (
     gated_delta_rule_recurrence,
 )
 from deltanet.variants import Variant, all_variants, get_variant, variant_names
-from deltanet.variants import cli as variants_cli
+from deltanet.cli import variants as variants_cli
 
 B, H, DK, DV = 2, 2, 16, 16  # DV > topk_error_update.TOPK, so its top-k really selects
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -318,7 +318,7 @@ def test_new_variant_command_creates_a_variant_that_passes_the_suite(mixer, caps
     assert name not in variant_names()
 
 
-@pytest.mark.parametrize("bad", ["Bad-Name", "1abc", "class", "cli", "delta_net_4layer"])
+@pytest.mark.parametrize("bad", ["Bad-Name", "1abc", "class", "catalog", "delta_net_4layer"])
 def test_new_variant_rejects_bad_or_existing_names(bad, capsys):
     assert variants_cli.new_main([bad]) == 2
     assert "new-variant" in capsys.readouterr().err

@@ -1,22 +1,17 @@
-"""``deltanet smoke``: every setting of a scale at its real shapes, one short run each — a preflight for the full scale.
-
-    deltanet smoke --out-dir results/smoke [--config config.yaml] [--scale smoke] [--device auto|cpu|cuda]
-        [--batch-size N] [--precision auto|bf16|fp32] [--variants a,b] [--tasks x,y]
+"""The smoke check: every setting of a scale at its real shapes, one short run each — a preflight for the full scale.
 
 The ``smoke`` scale of ``config.yaml`` keeps the full scale's grid (the 66 MAD settings), model and optimiser, and
 trains one epoch of ``optim.max_steps_per_epoch`` batches with evaluations capped at ``optim.max_eval_batches``.
 It runs both baselines on every setting of every task, and every other variant on the largest setting of each task
 (longest sequence, then largest vocabulary), through the training loop a job uses (autocast, evaluation,
-checkpoint, best-epoch restore). Each (model, setting) gets one row: finite or not, peak memory, seconds — in
-``<out-dir>/smoke.parquet`` and ``smoke.md``. A run that raises (e.g. out of memory) is recorded and the rest go
-on; the exit status is 1 when any run failed or was not finite.
+checkpoint, best-epoch restore). Each (model, setting) gets one row: finite or not, peak memory, seconds. A run that
+raises (e.g. out of memory) is recorded and the rest go on. The command is ``deltanet smoke``
+(:mod:`deltanet.cli.smoke`).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -104,73 +99,3 @@ def summary_markdown(df, scale: str, device: str) -> str:
         lines += ["## Failed runs", ""] + [f"- {r.variant} × {r.task}/{r.setting_id}: {r.error or 'non-finite loss'}"
                                            for r in failed.itertuples()]  # fmt: skip
     return "\n".join(lines) + "\n"
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="deltanet smoke", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out-dir", required=True, type=Path, help="where smoke.parquet and smoke.md go")
-    p.add_argument("--config", type=Path, default=Path("config.yaml"))
-    p.add_argument("--scale", default="smoke", help="scale under `scales` (default: smoke)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--batch-size", type=int,
-                   help="override optim.batch_size and eval_batch_size (smaller batches on a CPU)")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="override optim.precision")
-    p.add_argument("--variants", help="comma-separated subset (default: every registered variant)")
-    p.add_argument("--tasks", help="comma-separated subset (default: every task)")
-    p.add_argument("--cache-dir", type=Path, help="dataset cache")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from deltanet.config import ConfigError, load_config
-    from deltanet.names import unknown_name
-    from deltanet.tasks import TASK_IDS, get_task
-    from deltanet.variants import variant_names
-    from deltanet.variants.catalog import check_known
-
-    try:
-        config = load_config(args.config)
-    except ConfigError as err:
-        print(f"deltanet smoke: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
-    if args.scale not in config["scales"]:
-        print(f"deltanet smoke: error: {unknown_name('scale', args.scale, list(config['scales']))}", file=sys.stderr)
-        return 2
-    chosen = {}
-    for key, value, known, check in (("variants", args.variants, variant_names(), check_known),
-                                     ("tasks", args.tasks, list(TASK_IDS), get_task)):  # fmt: skip
-        names = known if value is None else value.split(",")
-        try:
-            for name in names:
-                check(name)
-        except ValueError as err:
-            print(f"deltanet smoke: error: --{key}: {err}", file=sys.stderr)
-            return 2
-        chosen[key] = names
-    optim = config["scales"][args.scale]["optim"]
-    if args.batch_size:
-        optim["batch_size"] = optim["eval_batch_size"] = args.batch_size
-    if args.precision:
-        optim["precision"] = args.precision
-
-    import pandas as pd
-    import torch
-
-    from deltanet.io import atomic_path, write_text_atomic
-    from deltanet.training.provenance import device_name
-
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("deltanet smoke: error: --device cuda, but torch sees no CUDA device", file=sys.stderr)
-        return 2
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                          else "cpu")  # fmt: skip
-    rows = smoke(config, args.scale, device, chosen["variants"], chosen["tasks"], args.cache_dir)
-    df = pd.DataFrame(rows)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.out_dir / "smoke.parquet") as tmp:
-        df.to_parquet(tmp, index=False)
-    write_text_atomic(args.out_dir / "smoke.md", summary_markdown(df, args.scale, device_name(device)))
-    failed = int((~df["ok"]).sum())
-    print(f"deltanet smoke: {len(df) - failed}/{len(df)} runs ok; table in {args.out_dir / 'smoke.md'}")
-    return 1 if failed else 0

@@ -10,9 +10,8 @@ A variant module holds the math of one per-chunk loop (see :mod:`deltanet.ops.ch
   ``make_params(num_heads, head_k_dim, head_v_dim) -> nn.Module`` (learnable parameters, owned by the mixer).
 
 The module docstring's first line is the variant's one-line summary. Not variants: ``_``-prefixed files (shared
-helpers in ``_common.py``), ``catalog.py`` (names and mixers read from the files, without torch) and ``cli.py``
-(``deltanet variants`` / ``deltanet new-variant``). Importing this package imports no torch: a variant's module
-(and the ops it uses) is imported by :func:`get_variant`.
+helpers in ``_common.py``) and ``catalog.py`` (names and mixers read from the files, without torch). Importing this
+package imports no torch: a variant's module (and the ops it uses) is imported by :func:`get_variant`.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from deltanet.names import unknown_name
 
 MIXER_KINDS = ("delta", "gated")
 PACKAGE_DIR = Path(__file__).parent
-NOT_VARIANTS = frozenset({"catalog", "cli"})  # modules of this folder that are not variants (besides ``_``-prefixed)
+NOT_VARIANTS = frozenset({"catalog"})  # modules of this folder that are not variants (besides ``_``-prefixed)
 
 
 def variant_names() -> list[str]:

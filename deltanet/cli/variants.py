@@ -1,9 +1,5 @@
 """``deltanet variants`` (list the registered variants, or ``--identities``: which models equal another by
-construction at a scale) and ``deltanet new-variant NAME`` (write one from a template).
-
-Note: this module is named ``cli`` and lives in the variants folder, so the registry skips it explicitly (see
-``deltanet.variants.NOT_VARIANTS``).
-"""
+construction at a scale) and ``deltanet new-variant NAME`` (write one from a template)."""
 
 from __future__ import annotations
 

@@ -4,8 +4,8 @@
         --out results/runs/tiny/delta_net_4layer/context_recall.parquet [--scale tiny] [--device auto|cpu|cuda] \\
         [--threads N] [--checkpoint-dir DIR] [--cache-dir DIR]
 
-The engine is the rest of :mod:`deltanet.training` (protocol, run loop, job, provenance). This module parses and checks
-the arguments: a bad one (unknown variant, task or scale, malformed config, unwritable output, no CUDA) prints one
+The engine is :mod:`deltanet.training` (protocol, run loop, job, provenance). This module parses and checks the
+arguments: a bad one (unknown variant, task or scale, malformed config, unwritable output, no CUDA) prints one
 ``deltanet train: error: ...`` line and exits 2. Exit codes: 0 done (diverged runs included), 2 bad arguments.
 
 glibc malloc fix (``docs/cpu-notes.md`` §1): the variables must be in the environment at process start,

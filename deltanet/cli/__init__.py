@@ -1,5 +1,9 @@
 """``deltanet`` command line: one sub-command per stage, each implemented by a module's ``main(argv)``.
 
+The commands live in this package, one module per command group, above every layer they use: they parse the
+arguments, call the library, print and choose the exit code. ``aggregate`` and ``report`` still keep theirs beside
+their code.
+
 A command that fails on an unexpected exception prints the traceback and then one last line naming the cause
 (``deltanet <command>: error: <type>: <message>``): under Snakemake that line is what the console shows of the job.
 """
@@ -12,12 +16,12 @@ import traceback
 
 # sub-command -> (module, function, one-line help)
 COMMANDS = {
-    "variants": ("deltanet.variants.cli", "list_main", "list the registered variants"),
-    "new-variant": ("deltanet.variants.cli", "new_main", "write a new variant module from the baseline template"),
-    "tasks": ("deltanet.tasks.cli", "main", "list the MAD tasks, their settings and an example row"),
-    "train": ("deltanet.training.cli", "main", "train every run of one variant x task into a parquet file"),
-    "smoke": ("deltanet.training.smoke", "main", "preflight: every setting of a scale at its real shapes, briefly"),
-    "verify-kernels": ("deltanet.verify_kernels", "main", "check the Triton kernels against the naive ops"),
+    "variants": ("deltanet.cli.variants", "list_main", "list the registered variants"),
+    "new-variant": ("deltanet.cli.variants", "new_main", "write a new variant module from the baseline template"),
+    "tasks": ("deltanet.cli.tasks", "main", "list the MAD tasks, their settings and an example row"),
+    "train": ("deltanet.cli.train", "main", "train every run of one variant x task into a parquet file"),
+    "smoke": ("deltanet.cli.smoke", "main", "preflight: every setting of a scale at its real shapes, briefly"),
+    "verify-kernels": ("deltanet.cli.verify_kernels", "main", "check the Triton kernels against the naive ops"),
     "aggregate": ("deltanet.aggregate", "main", "aggregate run parquet files into the accuracies table"),
     "report": ("deltanet.report", "main", "render the analysis report"),
 }
@@ -45,7 +49,3 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         print(f"deltanet {command}: error: {type(err).__name__}: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
