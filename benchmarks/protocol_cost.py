@@ -37,6 +37,7 @@ from rows import emit, expect  # noqa: E402  (benchmarks/ is this script's folde
 
 from deltanet.config import load_config  # noqa: E402
 from deltanet.tasks import TASK_IDS, get_task, make_datasets, task_settings  # noqa: E402
+from deltanet.training.device import DEVICE_CHOICES, training_device  # noqa: E402
 from deltanet.training.loop import GroupPlan, RunPlan, TensorData, train_group  # noqa: E402
 from deltanet.variants import variant_names  # noqa: E402
 
@@ -99,16 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=os.path.join(REPO, "config.yaml"))
     p.add_argument("--scale", default="full")
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--tasks", help="comma-separated subset (default: every task)")
     p.add_argument("--steps-per-epoch", type=int, help="time this many batches per epoch and scale up")
     p.add_argument("--throughput", help="JSON of benchmarks/train_throughput.py --json (per-model ratios)")
     p.add_argument("--json", help="also write the figures as JSON to this path")
     args = p.parse_args(argv)
     config = load_config(args.config)
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                          else "cpu")  # fmt: skip
-    torch.set_float32_matmul_precision("high")
+    device = training_device(args.device)
     ratios = {}
     if args.throughput:
         ratios = {m: v["ratio"] for m, v in json.loads(Path(args.throughput).read_text()).items() if v["ratio"] > 0}

@@ -38,6 +38,7 @@ from rows import emit, expect  # noqa: E402  (benchmarks/ is this script's folde
 from deltanet.config import load_config  # noqa: E402
 from deltanet.model import ModelConfig, build_model  # noqa: E402
 from deltanet.training.capture import WARMUP_CALLS, CapturedStep  # noqa: E402
+from deltanet.training.device import DEVICE_CHOICES, training_device  # noqa: E402
 from deltanet.training.fused import FusedModel  # noqa: E402
 from deltanet.training.loop import autocast_dtype, train_step  # noqa: E402
 from deltanet.training.optim import StackedAdamW  # noqa: E402
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--members", type=int, help="members of the fused group (default: runs per setting)")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--variants", help="comma-separated names (default: every registered variant)")
     p.add_argument("--json", help="also write the figures as JSON to this path")
     args = p.parse_args(argv)
@@ -96,9 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     scale = config["scales"][args.scale]
     optim = scale["optim"]
     members = args.members or len(optim["lrs"]) * len(optim["weight_decays"]) * len(config["seeds"])
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                          else "cpu")  # fmt: skip
-    torch.set_float32_matmul_precision("high")
+    device = training_device(args.device)
     names = args.variants.split(",") if args.variants else variant_names()
     if BASELINE not in names:
         names.insert(0, BASELINE)

@@ -56,7 +56,13 @@ def test_smoke_command_writes_its_table_and_fails_on_a_failed_run(tmp_path, monk
     path.write_text(yaml.safe_dump(config))
     args = ["--out-dir", str(tmp_path / "out"), "--config", str(path), "--device", "cpu", "--batch-size", "2",
             "--tasks", "memorization", "--variants", "delta_net_4layer,delta_net_4layer_rope_qk_in_for_loop"]
-    assert main(args) == 0
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        assert main(args) == 0
+        assert torch.get_float32_matmul_precision() == "high"  # as in `deltanet train`: the same numerics
+    finally:
+        torch.set_float32_matmul_precision(before)
     table = (tmp_path / "out" / "smoke.md").read_text()
     assert "2/2 runs finite" in table and "memorization" in table
 

@@ -13,12 +13,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from deltanet.training.device import DEVICE_CHOICES, training_device
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="deltanet smoke", description=__doc__.splitlines()[0])
     p.add_argument("--out-dir", required=True, type=Path, help="where smoke.parquet and smoke.md go")
     p.add_argument("--config", type=Path, default=Path("config.yaml"))
     p.add_argument("--scale", default="smoke", help="scale under `scales` (default: smoke)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="default: CUDA if available")
     p.add_argument("--batch-size", type=int,
                    help="override optim.batch_size and eval_batch_size (smaller batches on a CPU)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="override optim.precision")
@@ -62,17 +64,16 @@ def main(argv: list[str] | None = None) -> int:
         optim["precision"] = args.precision
 
     import pandas as pd
-    import torch
 
     from deltanet.io import atomic_path, write_text_atomic
     from deltanet.training.provenance import device_name
     from deltanet.training.smoke import smoke, summary_markdown
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("deltanet smoke: error: --device cuda, but torch sees no CUDA device", file=sys.stderr)
+    try:
+        device = training_device(args.device)
+    except ValueError as err:
+        print(f"deltanet smoke: error: --device: {err}", file=sys.stderr)
         return 2
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                          else "cpu")  # fmt: skip
     rows = smoke(config, args.scale, device, chosen["variants"], chosen["tasks"], args.cache_dir)
     df = pd.DataFrame(rows)
     args.out_dir.mkdir(parents=True, exist_ok=True)

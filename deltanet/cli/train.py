@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from deltanet.training.device import DEVICE_CHOICES, training_device
+
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
 EXIT_BAD_ARGS = 2
 
@@ -50,7 +52,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--config", required=True, type=Path, help="config.yaml")
     p.add_argument("--out", required=True, type=Path, help="output parquet file (one row per run)")
     p.add_argument("--scale", help="scale name under `scales` (default: config 'scale', auto resolved)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: CUDA if available")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="default: CUDA if available")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--checkpoint-dir", type=Path, help="resume state while unfinished (default: <out>.ckpt/)")
     p.add_argument("--cache-dir", type=Path, help="dataset cache passed to the task generators")
@@ -98,13 +100,12 @@ def make_job(args: argparse.Namespace):
 
     from deltanet.training.job import Job
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda, but torch sees no CUDA device")
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                          else "cpu")  # fmt: skip
+    try:
+        device = training_device(args.device)
+    except ValueError as err:
+        raise UsageError(f"--device: {err}") from err
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.set_float32_matmul_precision("high")
     return Job(args.variant, args.task, scale, config, args.out, ckpt_dir, device, args.cache_dir)
 
 
