@@ -89,8 +89,7 @@ def test_cli_writes_json_and_refuses_an_unknown_scale(tmp_path, capsys):
     assert "identities at scale 'tiny' (seq lens 8, 32;" in capsys.readouterr().out
     assert variants_cli.list_main(["--identities", "--scale", "huge"]) == 2
     allowed = ", ".join(CONFIG["scales"])
-    assert capsys.readouterr().err == (
-        f"deltanet variants: error: --scale 'huge' is not defined in config.yaml; allowed: {allowed}\n")
+    assert capsys.readouterr().err == f"deltanet variants: error: unknown scale 'huge' (allowed: {allowed})\n"
 
 
 def test_a_model_that_fails_to_run_is_recorded_and_does_not_block_the_others():

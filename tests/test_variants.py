@@ -8,8 +8,11 @@ their token recurrences; the registry; ``deltanet variants`` and ``deltanet new-
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 import sys
+import textwrap
 
 import pytest
 import torch
@@ -23,6 +26,7 @@ from deltanet.ops import (
     gated_delta_rule_recurrence,
 )
 from deltanet.variants import Variant, all_variants, get_variant, variant_names
+from deltanet.variants.catalog import BASELINE_VARIANTS
 from deltanet.cli import variants as variants_cli
 
 B, H, DK, DV = 2, 2, 16, 16  # DV > topk_error_update.TOPK, so its top-k really selects
@@ -316,6 +320,17 @@ def test_new_variant_command_creates_a_variant_that_passes_the_suite(mixer, caps
         get_variant.cache_clear()
         sys.modules.pop(f"deltanet.variants.{name}", None)
     assert name not in variant_names()
+
+
+@pytest.mark.parametrize("mixer", ["delta", "gated"])
+def test_the_new_variant_loop_is_the_baseline_loop_body_itself(mixer):
+    """The template takes the baseline's own statements (read from its source), not a text copy kept beside them."""
+    written = ast.parse(variants_cli.render_template("zz_test_template", mixer))
+    [loop] = [node for node in written.body if isinstance(node, ast.FunctionDef) and node.name == "loop_body"]
+    [source] = ast.parse(textwrap.dedent(inspect.getsource(get_variant(BASELINE_VARIANTS[mixer]).loop_body))).body
+    statements = source.body[1:] if ast.get_docstring(source) else source.body
+    assert [ast.dump(node) for node in loop.body] == [ast.dump(node) for node in statements]
+    assert [arg.arg for arg in loop.args.args] == [arg.arg for arg in source.args.args]
 
 
 @pytest.mark.parametrize("bad", ["Bad-Name", "1abc", "class", "catalog", "delta_net_4layer"])

@@ -4,27 +4,31 @@ construction at a scale) and ``deltanet new-variant NAME`` (write one from a tem
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import inspect
 import json
 import keyword
 import re
 import sys
+import textwrap
 import time
 from pathlib import Path
+from types import ModuleType
 
 from tabulate import tabulate
 
 from deltanet.io import write_text_atomic
+from deltanet.names import unknown_name
 from deltanet.variants import MIXER_KINDS, NOT_VARIANTS, PACKAGE_DIR, get_variant, variant_names
+from deltanet.variants.catalog import BASELINE_VARIANTS
 
 DEFAULT_VOCAB = 16  # MAD vocabulary size used for the parameter counts
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 TEMPLATE = '''"""{summary}
 
-Change vs the baseline loop: TODO (this file starts as an exact copy of the {mixer} baseline loop).
-
-Math (per chunk i, per head)::
+Change vs the baseline loop: TODO (this file starts as an exact copy of the loop of {baseline}).
 
 {math}
 
@@ -45,45 +49,48 @@ USES_KERNEL = False  # True only if the loop is exactly the baseline's (the fuse
 # then use carry["M"] / params.<name> in loop_body. Shared helpers: deltanet/variants/_common.py.
 
 
-def loop_body(chunk, carry, params):
+def loop_body({params}):
 {body}
 '''
-
-BASELINES = {
-    "delta": dict(
-        math="""\
-    u = U − W S
-    O = Q S + (Q Kᵀ ⊙ M) u
-    S ← S + Kᵀ u""",
-        imports="from deltanet.variants._common import corrected_values, linear_attention, read, write",
-        body="""\
-    S = carry["S"]
-    u = corrected_values(chunk, S)
-    return read(chunk, S, linear_attention(chunk), u), {**carry, "S": write(chunk, S, u)}""",
-    ),
-    "gated": dict(
-        math="""\
-    u = U − W S
-    O = (Q ⊙ e^G) S + (Q Kᵀ ⊙ Γ) u
-    S ← e^{G_last} S + (K ⊙ e^{G_last − G})ᵀ u""",
-        imports="from deltanet.variants._common import corrected_values, scores",
-        body="""\
-    S, G = carry["S"], chunk.g_cum
-    u = corrected_values(chunk, S)
-    o = (chunk.q * G[..., None].exp()) @ S + (scores(chunk) * chunk.decay_matrix()) @ u
-    g_last = G[..., -1:]
-    S = S * g_last[..., None].exp() + (chunk.k * (g_last - G)[..., None].exp()).transpose(-1, -2) @ u
-    return o, {**carry, "S": S}""",
-    ),
-}
+HELPERS = "deltanet.variants._common"  # where variants import the loop's steps from
 
 
 def render_template(name: str, mixer: str = "delta", summary: str | None = None) -> str:
-    """Source of a new variant module: the ``mixer`` baseline loop, written out so it can be edited."""
+    """Source of a new variant module: the ``mixer`` baseline's loop body, its own statements read from its source
+    (with the imports they need) and its module docstring's math, written out so they can be edited."""
     if mixer not in MIXER_KINDS:
-        raise ValueError(f"mixer must be one of {MIXER_KINDS}, got {mixer!r}")
-    summary = summary or f"TODO: one-line summary of {name} (shown by `deltanet variants`)."
-    return TEMPLATE.format(summary=summary, mixer=mixer, **BASELINES[mixer])
+        raise ValueError(unknown_name("mixer", mixer, MIXER_KINDS))
+    baseline = BASELINE_VARIANTS[mixer]
+    loop_body = get_variant(baseline).loop_body
+    function = ast.parse(textwrap.dedent(inspect.getsource(loop_body))).body[0]
+    lines = textwrap.dedent(inspect.getsource(loop_body)).splitlines()
+    statements = function.body[1:] if ast.get_docstring(function) else function.body
+    params = [arg.arg for arg in function.args.args]
+    math = inspect.getdoc(importlib.import_module(f"deltanet.variants.{baseline}")).partition("\n\n")[2]
+    return TEMPLATE.format(
+        summary=summary or f"TODO: one-line summary of {name} (shown by `deltanet variants`).", baseline=baseline,
+        math=math, imports=_imports(statements, params, loop_body.__globals__), mixer=mixer, params=", ".join(params),
+        body="\n".join(lines[statements[0].lineno - 1 : statements[-1].end_lineno]),
+    )  # fmt: skip
+
+
+def _imports(statements: list[ast.stmt], params: list[str], namespace: dict) -> str:
+    """The import lines for the module-level names of ``namespace`` that ``statements`` read: a step the variants'
+    helpers re-export from there, anything else from where it is defined."""
+    read, assigned = set(), set(params)
+    for node in (node for statement in statements for node in ast.walk(statement) if isinstance(node, ast.Name)):
+        (read if isinstance(node.ctx, ast.Load) else assigned).add(node.id)
+    helpers = importlib.import_module(HELPERS)
+    modules, from_imports = [], {}
+    for name in sorted((read - assigned) & namespace.keys()):
+        value = namespace[name]
+        if isinstance(value, ModuleType):
+            modules.append(f"import {value.__name__}" + ("" if value.__name__ == name else f" as {name}"))
+        else:
+            defined_in = getattr(value, "__module__", namespace["__name__"])  # a constant: from the loop's module
+            from_imports.setdefault(HELPERS if getattr(helpers, name, None) is value else defined_in, []).append(name)
+    return "\n".join(modules + [f"from {home} import {', '.join(imported)}"
+                                 for home, imported in sorted(from_imports.items())])  # fmt: skip
 
 
 def check_new_name(name: str, folder: Path = PACKAGE_DIR) -> None:
@@ -149,8 +156,7 @@ def identities_main(config_path: str, scale: str | None, out: str | None) -> int
         return 2
     scale = scale or resolve_scale(config)
     if scale not in config["scales"]:
-        print(f"deltanet variants: error: --scale {scale!r} is not defined in {config_path}; "
-              f"allowed: {', '.join(config['scales'])}", file=sys.stderr)  # fmt: skip
+        print(f"deltanet variants: error: {unknown_name('scale', scale, list(config['scales']))}", file=sys.stderr)
         return 2
     torch.set_num_threads(1)  # seconds of work; 2 threads on 2 busy cores took 22 s instead of 0.2 s (tiny scale)
     start = time.perf_counter()

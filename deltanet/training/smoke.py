@@ -16,7 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-BASELINES = ("delta_net_4layer", "gated_delta_net_4layer")
+from deltanet.variants.catalog import BASELINE_VARIANTS
+
+BASELINES = tuple(BASELINE_VARIANTS.values())  # run on every setting; the other variants on the largest
 
 
 def largest(settings: list) -> object:

@@ -14,6 +14,7 @@ from pathlib import Path
 from deltanet.names import unknown_name
 
 MIXER_KINDS = ("delta", "gated")
+BASELINE_VARIANTS = {"delta": "delta_net_4layer", "gated": "gated_delta_net_4layer"}  # mixer kind -> its baseline
 PACKAGE_DIR = Path(__file__).parent
 NOT_VARIANTS = frozenset({"catalog"})  # modules of this folder that are not variants (besides ``_``-prefixed)
 
