@@ -20,18 +20,20 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: its helpers, also when run as a script
+import debian_packages  # noqa: E402
+
 PACKAGES = ("slurm-wlm", "munge")
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "scancel", "scontrol", "sinfo")
-SBIN = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
 
 FAKE_GPUS = 4
 FAKE_GPU_FILES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/urandom")
@@ -41,42 +43,18 @@ PARTITION = "debug"
 MIN_JOB_AGE_S = 300
 
 
-def _which(name: str) -> str | None:
-    return shutil.which(name) or shutil.which(name, path=os.pathsep.join(SBIN))
-
-
 def unavailable_reason() -> str | None:
     """Why a SLURM cluster cannot be brought up here (None when it can, perhaps after ``ensure_installed``)."""
     if not hasattr(os, "geteuid") or os.uname().sysname != "Linux":
         return "needs Linux"
     if os.geteuid() != 0:
         return "needs root (runs slurmctld/slurmd/munged and may apt-get install slurm-wlm munge)"
-    if all(_which(b) for b in BINARIES):
-        return None
-    if not shutil.which("apt-get"):
-        missing = [b for b in BINARIES if not _which(b)]
-        return f"SLURM binaries missing ({', '.join(missing)}) and no apt-get to install {' '.join(PACKAGES)}"
     return None
 
 
 def ensure_installed(timeout: float = 300) -> str | None:
     """Install slurm-wlm and munge with apt-get if a binary is missing; returns an error text or None."""
-    if all(_which(b) for b in BINARIES):
-        return None
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    steps = (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES],
-    )
-    for cmd in steps:
-        try:
-            r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            return f"{' '.join(cmd)} failed: {e}"
-        if r.returncode != 0:
-            return f"{' '.join(cmd)} failed (rc {r.returncode}): {(r.stderr or r.stdout).strip()[-500:]}"
-    missing = [b for b in BINARIES if not _which(b)]
-    return f"still missing after apt-get install: {', '.join(missing)}" if missing else None
+    return debian_packages.ensure_installed(PACKAGES, BINARIES, timeout)
 
 
 def _free_ports(n: int) -> list[int]:
@@ -140,8 +118,8 @@ class SlurmCluster:
         t0 = time.monotonic()
         self._write_config()
         self._spawn_munged()
-        self._spawn("slurmctld", [_which("slurmctld"), "-D", "-f", str(self.conf)])
-        self._spawn("slurmd", [_which("slurmd"), "-D", "-f", str(self.conf), "-N", self.node])
+        self._spawn("slurmctld", [debian_packages.which("slurmctld"), "-D", "-f", str(self.conf)])
+        self._spawn("slurmd", [debian_packages.which("slurmd"), "-D", "-f", str(self.conf), "-N", self.node])
         self._wait_idle(timeout)
         self.bringup_s = time.monotonic() - t0
 
@@ -248,7 +226,7 @@ class SlurmCluster:
         # cluster does not, so an `srun` shim on the jobs' PATH (sbatch --export=ALL) puts SLURM_CONF back.
         self.bin.mkdir(exist_ok=True)
         shim = self.bin / "srun"
-        shim.write_text(f'#!/bin/sh\nSLURM_CONF="{self.conf}" exec "{_which("srun")}" "$@"\n')
+        shim.write_text(f'#!/bin/sh\nSLURM_CONF="{self.conf}" exec "{debian_packages.which("srun")}" "$@"\n')
         shim.chmod(0o755)
         ctld_port, d_port = _free_ports(2)
         r = self.root
@@ -311,7 +289,7 @@ PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=U
         m = self.root / "munge"
         munge = pwd.getpwnam("munge")
         argv = [
-            _which("munged"), "-F", "--force",
+            debian_packages.which("munged"), "-F", "--force",
             f"--socket={self.munge_socket}", f"--pid-file={m}/munged.pid",
             f"--log-file={m}/munged.log", f"--seed-file={m}/munged.seed",
         ]  # fmt: skip
@@ -340,8 +318,6 @@ PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=U
 
 
 if __name__ == "__main__":  # manual bring-up: python tests/slurm/slurm_cluster.py
-    import sys
-
     reason = unavailable_reason() or ensure_installed()
     if reason:
         sys.exit(f"cannot start SLURM: {reason}")
