@@ -13,10 +13,11 @@ from test_aggregate import make_run, write_runs_dir
 from deltanet import aggregate, report
 from deltanet.aggregate import SCORE_COLUMNS, load_reference, score_runs, wide_table
 from deltanet.report import analysis, render, reported_vs_reproduced
-from deltanet.report.document import Table
+from deltanet.report.document import LABEL_NOTE, Bullets, Para, Table, from_markdown, model_label
 from deltanet.report.plots import PLOT_NAMES, PNG_MAGIC
 from deltanet.report.sections import TITLES
 from deltanet.tasks import DISPLAY_NAMES, TASK_IDS
+from deltanet.variants.catalog import variant_names
 
 REF = load_reference()
 VARIANTS = ["delta_net_4layer", "gated_delta_net_4layer", "delta_net_4layer_adam_state_update_in_for_loop",
@@ -58,7 +59,10 @@ def test_every_section_in_html_and_markdown(built):
     for title in TITLES:
         assert f'">{title}</h2>' in html
         assert f"\n## {title}\n" in md
-    assert "delta_rule | 1e-6" in md and "delta_rule | 1e-6" in html  # kernel summary embedded
+    # the kernel summary embedded, its Markdown table as a table
+    assert "| delta_rule | 1e-6" in md
+    assert '<th class="txt">op</th><th class="txt">max abs err</th>' in html
+    assert '<td class="txt">delta_<wbr>rule</td><td class="txt">1e-6</td>' in html
 
 
 def test_plots_are_png_and_embedded(built):
@@ -71,6 +75,28 @@ def test_plots_are_png_and_embedded(built):
     assert 'src="http' not in html and "<link" not in html and "<script" not in html  # self-contained
 
 
+def test_model_labels_short_with_full_names_on_hover_and_in_the_tables_on_disk(built):
+    html, md = (built / "report.html").read_text(), (built / "report.md").read_text()
+    soft = "delta_net_4layer_softmax_attention_in_for_loop"
+    assert model_label(soft) == "softmax_attention"
+    assert model_label("gated_delta_net_4layer") == "gated_delta_net_4layer"  # the baselines keep their names
+    assert f'<td class="txt" title="{soft}">softmax_attention</td>' in html
+    assert f">{soft}</td>" not in html and f"| {soft} " not in md  # no table cell shows the full name
+    note = render._inline(LABEL_NOTE)
+    assert html.count(note) == md.count(LABEL_NOTE) == 1  # said once,
+    assert html.index(note) < html.index(" title=")  # above the tables
+    assert soft in pd.read_csv(built / "accuracies.csv")["variant"].tolist()
+    labels = {model_label(v) for v in variant_names()}
+    assert len(labels) == len(variant_names())  # no two variants share a label
+
+
+def test_markdown_text_becomes_blocks():
+    text = "# Kernels\n\nDevice **cpu**,\n4 cases.\n\n| op | err |\n|:--|--:|\n| delta | 1e-06 |\n\n- a\n- b\n"
+    para, table, bullets = from_markdown(text)
+    assert para == Para("Device **cpu**, 4 cases.") and bullets == Bullets(["a", "b"])
+    assert table.df.to_dict("records") == [{"op": "delta", "err": "1e-06"}]
+
+
 def test_tiny_scale_says_not_comparable(built):
     assert "not comparable" in (built / "report.md").read_text()
 
@@ -78,11 +104,10 @@ def test_tiny_scale_says_not_comparable(built):
 def test_partial_grid_shows_missing_never_zero(built):
     md = (built / "report.md").read_text()
     board = md.split("## Leaderboard")[1].split("## Best variant")[0]
-    row = [ln for ln in board.splitlines() if "softmax_attention_in_for_loop" in ln][0]
-    cells = [c.strip() for c in row.strip("|").split("|")]
+    cells = row_cells(board, "delta_net_4layer_softmax_attention_in_for_loop")
     assert cells[0] == "—" and cells[2] == "—"  # no rank, no average
     assert cells[2 + 1 + SCORE_COLUMNS.index("Memorize")] == "—"
-    assert "0.0000" not in row
+    assert "0.0000" not in " ".join(cells)
 
 
 def test_leaderboard_counts_missing_grid_tasks():
@@ -202,7 +227,7 @@ def test_diverged_runs_are_shown_as_diverged(tmp_path):
     assert report.main(["--runs-dir", str(runs_dir), "--out-dir", str(tmp_path), "--scale", "tiny"]) == 0
     md = (tmp_path / "report.md").read_text()
     board = md.split("## Leaderboard")[1].split("## Best variant")[0]
-    cells = [c.strip() for c in [ln for ln in board.splitlines() if soft in ln][0].strip("|").split("|")]
+    cells = row_cells(board, soft)
     assert cells[3 + SCORE_COLUMNS.index("Memorize")] == "diverged (2/2 runs)"
     takeaways = md.split("## Takeaways")[1].split("## Leaderboard")[0]
     assert f"`{soft}` diverged on Memorize (2/2 runs, no finite score)." in takeaways
@@ -233,7 +258,9 @@ def section(md: str, title: str) -> str:
 
 
 def row_cells(text: str, variant: str) -> list[str]:
-    return [c.strip() for c in [ln for ln in text.splitlines() if f" {variant} " in ln][0].strip("|").split("|")]
+    """The cells of a Markdown table's row, found by the variant's label."""
+    label = f" {model_label(variant)} "
+    return [c.strip() for c in [ln for ln in text.splitlines() if label in ln][0].strip("|").split("|")]
 
 
 @pytest.fixture(scope="module")
@@ -253,9 +280,9 @@ def with_identities(tmp_path_factory):
 def test_identical_cells_are_marked_in_leaderboard_and_deltas(with_identities):
     md, html = with_identities
     board = row_cells(section(md, "Leaderboard"), NORMALIZE_KEYS)
-    assert all(c.endswith(" ≡ delta_net") for c in board[2:9])  # Average and the six tasks
+    assert all(c.endswith(" ≡ delta_net_4layer") for c in board[2:9])  # Average and the six tasks
     adam = row_cells(section(md, "Leaderboard"), ADAM)
-    assert adam[3 + SCORE_COLUMNS.index("Compress")].endswith(" ≡1/2 delta_net")  # one of compression's settings
+    assert adam[3 + SCORE_COLUMNS.index("Compress")].endswith(" ≡1/2 delta_net_4layer")  # 1 of compression's 2
     assert "by construction" in section(md, "Leaderboard")
     deltas = section(md, "Deltas against the baselines").split("**vs `gated_delta_net_4layer`**")
     nk = row_cells(deltas[0], NORMALIZE_KEYS)

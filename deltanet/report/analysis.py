@@ -13,7 +13,7 @@ from collections import Counter
 import pandas as pd
 
 from deltanet.aggregate import SCORE_COLUMNS
-from deltanet.report.document import IDENTICAL, NOISE, SIGNIFICANT
+from deltanet.report.document import IDENTICAL, NOISE, SIGNIFICANT, model_label
 from deltanet.tasks import DISPLAY_NAMES, TASK_IDS
 
 DELTA_BASELINE = "delta_net_4layer"
@@ -157,13 +157,6 @@ def cell_marks(table: pd.DataFrame, notes: dict[tuple[str, str], str]) -> pd.Dat
     return marks
 
 
-def short_name(variant: str) -> str:
-    """A compact label for plots: the baseline prefix and the ``_in_for_loop`` suffix removed."""
-    if variant in BASELINES:
-        return variant.removesuffix("_4layer")
-    return variant.removeprefix(DELTA_BASELINE + "_").removesuffix("_in_for_loop")
-
-
 # ---------------------------------------------------------------------------------------------- identities, noise
 def identical_cells(identities: dict | None, long: pd.DataFrame) -> dict[tuple[str, str], tuple[str, int, int]]:
     """``(variant, task display name) -> (equal_to, k, n)``: the cell's model equals ``equal_to`` by construction
@@ -192,9 +185,9 @@ def identical_everywhere(identical: dict, wide: pd.DataFrame, variant: str) -> s
 
 
 def _identity_mark(equal_to: str, k: int, n: int, named: bool) -> str:
-    """``≡`` (every setting) or ``≡k/n`` (k of the n settings), followed by the model's short name if ``named``."""
+    """``≡`` (every setting) or ``≡k/n`` (k of the n settings), followed by the model's label if ``named``."""
     mark = IDENTICAL if k == n else f"{IDENTICAL}{k}/{n}"
-    return f"{mark} {short_name(equal_to)}" if named else mark
+    return f"{mark} {model_label(equal_to)}" if named else mark
 
 
 def leaderboard_marks(board: pd.DataFrame, notes: dict, identical: dict) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from deltanet.aggregate import SCORE_COLUMNS  # noqa: E402
-from deltanet.report.analysis import short_name  # noqa: E402
+from deltanet.report.document import model_label  # noqa: E402
 
 PLOT_NAMES = ("heatmap.png", "task_bars.png", "reported_vs_reproduced.png")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -41,7 +41,7 @@ def heatmap(wide: pd.DataFrame) -> bytes:
             text, colour = ("missing", "black") if math.isnan(v) else (f"{v:.2f}", "white" if v < 0.6 else "black")
             ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour)
     ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
-    ax.set_yticks(range(len(wide)), [short_name(v) for v in wide["variant"]], fontsize=8)
+    ax.set_yticks(range(len(wide)), [model_label(v) for v in wide["variant"]], fontsize=8)
     fig.colorbar(im, ax=ax, label="MAD score (test accuracy)")
     ax.set_title("Reproduced MAD scores")
     return _png(fig)
@@ -63,7 +63,7 @@ def task_bars(long: pd.DataFrame) -> bytes:
                 ax.text(0.01, yi, "missing", va="center", fontsize=7, color="#aa3333")
         ax.set_title(col)
         ax.set_xlim(0, 1)
-        ax.set_yticks(y, [short_name(v) for v in variants], fontsize=7)
+        ax.set_yticks(y, [model_label(v) for v in variants], fontsize=7)
     axes.flat[0].invert_yaxis()  # shared y axis: invert once so the first variant is on top
     fig.suptitle("Per-task scores (error bars: 95% CI over seeds where more than one seed ran)")
     fig.tight_layout()

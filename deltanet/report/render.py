@@ -8,9 +8,10 @@ import math
 import numbers
 import re
 
+from pandas.api.types import is_numeric_dtype
 from tabulate import tabulate
 
-from deltanet.report.document import Bullets, Image, Para, Section, Table, Verbatim, not_a_finding
+from deltanet.report.document import MODEL_COLUMNS, Bullets, Image, Para, Section, Table, model_label, not_a_finding
 
 _CODE = re.compile(r"`([^`]+)`")
 _BOLD = re.compile(r"\*\*([^*]+)\*\*")
@@ -19,8 +20,8 @@ body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1300px;padding:0
 table{border-collapse:collapse;margin:.6em 0;font-size:13px}
 th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
 th{background:#f0f0f0} td:first-child,th:first-child{text-align:left}
-td.txt{text-align:left} td.missing{color:#999;text-align:center} td.note{color:#a33;text-align:center}
-code{background:#f4f4f4;padding:0 3px} pre{background:#f7f7f7;padding:.8em;overflow-x:auto}
+th.txt,td.txt{text-align:left} td.missing{color:#999;text-align:center} td.note{color:#a33;text-align:center}
+code{background:#f4f4f4;padding:0 3px}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0} nav li{display:inline;margin-right:1em}
 """
 
@@ -47,10 +48,13 @@ def _marks(t: Table) -> list[list[str]]:
 
 
 def _cells(t: Table) -> list[list[str]]:
-    """Each cell's text: the formatted value, its mark after it (or the mark alone in place of a missing value)."""
+    """Each cell's text: the formatted value (a model's label in ``MODEL_COLUMNS``), its mark after it (or the mark
+    alone in place of a missing value)."""
+    named = [c in MODEL_COLUMNS for c in t.df.columns]
     rows = []
     for row, marks in zip(t.df.itertuples(index=False), _marks(t)):
-        rows.append([m if (m and _is_missing(v)) else f"{_fmt(v, t)} {m}".rstrip() for v, m in zip(row, marks)])
+        values = [model_label(v) if n and isinstance(v, str) else v for v, n in zip(row, named)]
+        rows.append([m if (m and _is_missing(v)) else f"{_fmt(v, t)} {m}".rstrip() for v, m in zip(values, marks)])
     return rows
 
 
@@ -72,8 +76,6 @@ def to_markdown(title: str, sections: list[Section]) -> str:
                 parts.append(_md_table(b))
             elif isinstance(b, Image):
                 parts.append(f"![{b.alt}](plots/{b.name})")
-            elif isinstance(b, Verbatim):
-                parts.append(b.text.strip())
             parts.append("")
     return "\n".join(parts).rstrip() + "\n"
 
@@ -95,18 +97,26 @@ def delta_style(v: float, scale: float = 0.2) -> str:
 
 
 def _html_table(t: Table) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in t.df.columns)
+    """A table whose model names (``MODEL_COLUMNS``) show their label with the full name as hover text.
+
+    Other cells may wrap after an underscore: a mark naming a model (``≡ softmax_attention``) in every column
+    then wraps instead of widening the table past the page or the labels.
+    """
+    head = "".join(f"<th>{html.escape(str(c))}</th>" if is_numeric_dtype(t.df[c]) else
+                   f'<th class="txt">{html.escape(str(c))}</th>' for c in t.df.columns)  # fmt: skip
+    named = [c in MODEL_COLUMNS for c in t.df.columns]
     rows = []
     for raw, text, marks in zip(t.df.itertuples(index=False), _cells(t), _marks(t)):
         tds = []
-        for v, s, m in zip(raw, text, marks):
+        for v, s, m, n in zip(raw, text, marks, named):
             numeric = isinstance(v, numbers.Number) and not isinstance(v, bool)
             if _is_missing(v):
                 cls = ' class="note"' if m else ' class="missing"'
             else:
                 cls = "" if numeric else ' class="txt"'
             style = delta_style(v) if (t.colour == "delta" and numeric and not not_a_finding(m)) else ""
-            tds.append(f"<td{cls}{style}>{_inline(s)}</td>")
+            title = f' title="{html.escape(v)}"' if n and isinstance(v, str) and model_label(v) != v else ""
+            tds.append(f"<td{cls}{style}{title}>{_inline(s) if n else _inline(s).replace('_', '_<wbr>')}</td>")
         rows.append("<tr>" + "".join(tds) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
@@ -128,8 +138,6 @@ def to_html(title: str, sections: list[Section], images: dict[str, bytes]) -> st
                 data = base64.b64encode(images[b.name]).decode("ascii")
                 body.append(f'<figure><img alt="{html.escape(b.alt)}" src="data:image/png;base64,{data}">'
                             f"<figcaption>{html.escape(b.alt)}</figcaption></figure>")  # fmt: skip
-            elif isinstance(b, Verbatim):
-                body.append(f"<pre>{html.escape(b.text)}</pre>")
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"

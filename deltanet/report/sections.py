@@ -9,7 +9,17 @@ import pandas as pd
 
 from deltanet.aggregate import SCORE_COLUMNS, cell_notes, wide_table
 from deltanet.report import analysis, reported_vs_reproduced, run_summary
-from deltanet.report.document import IDENTICAL, NOISE, SIGNIFICANT, Image, Para, Section, Table, Verbatim
+from deltanet.report.document import (
+    IDENTICAL,
+    LABEL_NOTE,
+    NOISE,
+    SIGNIFICANT,
+    Image,
+    Para,
+    Section,
+    Table,
+    from_markdown,
+)
 from deltanet.report.takeaways import Noise, takeaways
 
 TITLES = (
@@ -66,6 +76,7 @@ def build_sections(inp: ReportInputs) -> list[Section]:
         "not the six MAD tasks"
     )
     s["Leaderboard"] = [
+        Para(LABEL_NOTE),
         Para(f"Scores follow MAD-lab's `mad/analysis.py`: best test accuracy over the lr × weight-decay sweep per "
              f"setting and seed, mean over the task's settings, mean over seeds. {avg_note}; a variant without a "
              "score on a task (no runs, or runs that diverged) has no average and is listed last."),  # fmt: skip
@@ -119,7 +130,7 @@ def build_sections(inp: ReportInputs) -> list[Section]:
         ]  # fmt: skip
 
     s["Kernel verification"] = (
-        [Verbatim(inp.kernels_summary)] if inp.kernels_summary is not None
+        from_markdown(inp.kernels_summary) if inp.kernels_summary is not None
         else [Para("Kernel verification was not run for this report (no summary file given).")]
     )  # fmt: skip
 
