@@ -62,8 +62,8 @@ def render_template(name: str, mixer: str = "delta", summary: str | None = None)
         raise ValueError(unknown_name("mixer", mixer, MIXER_KINDS))
     baseline = BASELINE_VARIANTS[mixer]
     loop_body = get_variant(baseline).loop_body
-    function = ast.parse(textwrap.dedent(inspect.getsource(loop_body))).body[0]
-    lines = textwrap.dedent(inspect.getsource(loop_body)).splitlines()
+    source = textwrap.dedent(inspect.getsource(loop_body))
+    function, lines = ast.parse(source).body[0], source.splitlines()
     statements = function.body[1:] if ast.get_docstring(function) else function.body
     params = [arg.arg for arg in function.args.args]
     math = inspect.getdoc(importlib.import_module(f"deltanet.variants.{baseline}")).partition("\n\n")[2]
