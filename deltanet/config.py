@@ -31,6 +31,11 @@ def config_schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
+def allowed_values(section: str, key: str) -> list:
+    """The values the schema allows for ``scales.<scale>.<section>.<key>`` (an ``enum``): the one list of them."""
+    return config_schema()["$defs"]["scale"]["properties"][section]["properties"][key]["enum"]
+
+
 class ConfigError(ValueError):
     """A config value is wrong; the message names the key, the bad value and what is allowed."""
 

@@ -19,6 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.functional.classification import multiclass_accuracy
 from torchmetrics.functional.text import perplexity
 
+from deltanet.runs import METRIC_NAMES
 from deltanet.tasks.generator_kit import IGNORE
 
 
@@ -51,12 +52,11 @@ class TaskMetrics:
         self._loss_sum += F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE, reduction="sum").double()
         self._tokens += (flat_targets != IGNORE).sum()
 
-    def compute(self) -> dict:
+    def compute(self) -> dict[str, float]:
+        """The pass's value of each of ``deltanet.runs.METRIC_NAMES`` (the run table's columns), read with one
+        host transfer."""
         if self._rows == 0:
             raise ValueError("TaskMetrics.compute() called before any update(); nothing was evaluated")
-        return {
-            "acc": (self._acc_sum / self._rows).item(),
-            "acc_micro": self._micro.compute().item(),
-            "ppl": (self._ppl_sum / self._rows).item(),
-            "loss": (self._loss_sum / self._tokens).item(),
-        }
+        values = torch.stack([self._acc_sum / self._rows, self._micro.compute().double(), self._ppl_sum / self._rows,
+                              self._loss_sum / self._tokens])  # fmt: skip
+        return dict(zip(METRIC_NAMES, values.tolist(), strict=True))

@@ -12,7 +12,9 @@ import pandas as pd
 
 SCHEMA_VERSION = 4  # v2: finished_at (ISO 8601, UTC); v3: lock_file, lock_sha256, image_sha256, profile;
 # v4: group_size (runs trained together as one fused group), captured (steps replayed from CUDA graphs)
-STOP_REASONS = ("early_stopped", "max_epochs", "diverged")
+EARLY_STOPPED, MAX_EPOCHS, DIVERGED = STOP_REASONS = ("early_stopped", "max_epochs", "diverged")
+# what one evaluation pass measures (deltanet/metrics.py); a row has each as test_<name> and train_<name>
+METRIC_NAMES = ("acc", "acc_micro", "ppl", "loss")
 
 # column -> pandas dtype kind ("i" int, "f" float, "b" bool, "O" string)
 RUN_COLUMNS: dict[str, str] = {
@@ -20,8 +22,7 @@ RUN_COLUMNS: dict[str, str] = {
     "variant": "O", "mixer": "O", "task": "O", "scale": "O",
     "setting_id": "O", "setting_json": "O",
     "lr": "f", "weight_decay": "f", "seed": "i",
-    "test_acc": "f", "test_acc_micro": "f", "test_ppl": "f", "test_loss": "f",
-    "train_acc": "f", "train_acc_micro": "f", "train_ppl": "f", "train_loss": "f",
+    **{f"{split}_{name}": "f" for split in ("test", "train") for name in METRIC_NAMES},
     "best_epoch": "i", "epochs_run": "i", "stop_reason": "O",
     "wall_seconds": "f", "tokens_per_second": "f", "peak_memory_mb": "f", "finished_at": "O",
     "device": "O", "torch_version": "O", "triton_version": "O", "python_version": "O",

@@ -7,21 +7,25 @@ that does not fit the GPU is split in two (one line says so) and each half train
 
 Checkpoint directory (default ``<out>.ckpt/``) while the job is unfinished:
 
-- ``job.json``: the job's identity (variant, its source hash, task, scale config, seeds, kernels). A directory left
-  by a *different* job (edited config or variant) is wiped instead of resumed.
-- ``finished.parquet``: the rows of the finished runs, rewritten atomically after each run.
+- ``job.json``: the job's identity (variant, its source hash, task, scale config, seeds, kernels, row and checkpoint
+  formats). A directory left by a *different* job (edited config or variant) is moved aside, never deleted.
+- ``finished.parquet``: the rows of the finished runs, rewritten atomically after each group, before the group's
+  checkpoint is removed.
 - ``runs-FFFF-LLLL.pt``: the unfinished group's checkpoint (its runs FFFF…LLLL), rewritten atomically after each
-  epoch.
+  epoch (``deltanet/training/checkpoint.py``).
 
 A re-invoked job skips finished runs and resumes the unfinished group. ``out`` is written (atomically) only when
-every run is done; then the checkpoint directory is removed.
+every run is done; then the checkpoint directory is removed. SIGTERM (SLURM's time limit, preemption) and a failed
+write stop the job with :class:`JobStopped`, whose one line says where a rerun resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,14 +37,17 @@ import pandas as pd
 import torch
 
 from deltanet.hashing import config_hash
-from deltanet.io import atomic_path, write_text_atomic
+from deltanet.io import write_text_atomic
 from deltanet.runs import RUN_COLUMNS, SCHEMA_VERSION, validate_runs
 from deltanet.tasks import get_task, make_datasets, task_settings
-from deltanet.training.loop import CHECKPOINT_FORMAT, GroupPlan, LossHook, RunPlan, RunState, TensorData, train_group
+from deltanet.tasks.generator_kit import IGNORE
+from deltanet.training.checkpoint import CHECKPOINT_FORMAT, OutputWriteError, set_aside, write_atomically
+from deltanet.training.loop import GroupPlan, LossHook, RunPlan, RunState, TensorData, train_group
 from deltanet.training.provenance import device_name, environment_files, file_sha256, git_state, versions
 from deltanet.variants import get_variant
 
 FINISHED = "finished.parquet"
+EXIT_TERMINATED, EXIT_WRITE_FAILED = 128 + signal.SIGTERM, 1
 
 
 @dataclass
@@ -64,13 +71,25 @@ class Job:
     cache_dir: Path | None = None
 
 
+class JobStopped(Exception):
+    """The job stopped before its end (SIGTERM, a failed write); the message says why and where a rerun resumes."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Terminated(Exception):
+    """SIGTERM arrived (SLURM's time limit or a preemption, ``kill``)."""
+
+
 def log(msg: str) -> None:
     print(msg, flush=True)
 
 
 def chance_level(test_targets: np.ndarray) -> float:
     """Macro accuracy of a uniform random guess over the classes scored in the test set: 1 / #classes."""
-    classes = np.unique(test_targets[test_targets != -100])
+    classes = np.unique(test_targets[test_targets != IGNORE])
     return 1.0 / len(classes) if len(classes) else float("nan")
 
 
@@ -79,13 +98,15 @@ def run_key(setting_id: str, lr: float, wd: float, seed: int) -> tuple:
 
 
 class Progress:
-    """Epoch counter for the ETA (an upper bound: every remaining run is assumed to use all its epochs)."""
+    """Epoch counter for the ETA (an upper bound: every remaining run is assumed to use all its epochs), and where a
+    rerun would resume (the group whose checkpoint is being written, and its epochs done)."""
 
     def __init__(self, epochs_left: int):
         self.left, self.done, self.seconds, self.t0 = epochs_left, 0, 0.0, time.perf_counter()
+        self.group, self.ckpt, self.epochs = "", None, None
 
-    def epoch(self) -> None:
-        self.left, self.done = self.left - 1, self.done + 1
+    def epoch(self, epochs: int) -> None:
+        self.left, self.done, self.epochs = self.left - 1, self.done + 1, epochs
 
     def run_ended(self, unused_epochs: int) -> None:
         self.left -= unused_epochs
@@ -95,6 +116,12 @@ class Progress:
             return "?"
         per_epoch = (time.perf_counter() - self.t0) / self.done
         return str(timedelta(seconds=round(per_epoch * max(self.left, 0))))
+
+    def resume_point(self) -> str:
+        if self.ckpt is None or not self.ckpt.exists():
+            return f"a rerun starts {self.group or 'the unfinished runs'} over (no checkpoint yet)"
+        after = f" after epoch {self.epochs}" if self.epochs is not None else ""
+        return f"a rerun resumes {self.group}{after} from {self.ckpt}"
 
 
 def _prepare_ckpt_dir(ckpt_dir: Path, identity: dict) -> pd.DataFrame | None:
@@ -107,8 +134,8 @@ def _prepare_ckpt_dir(ckpt_dir: Path, identity: dict) -> pd.DataFrame | None:
         except (OSError, ValueError):
             found = None
         if found != wanted:
-            log(f"checkpoint dir {ckpt_dir} belongs to a different job configuration: starting afresh")
-            shutil.rmtree(ckpt_dir)
+            aside = set_aside(ckpt_dir)
+            log(f"checkpoint dir {ckpt_dir} belongs to a different job configuration: moved to {aside}, starting afresh")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     if not marker.exists():
         write_text_atomic(marker, json.dumps({"job_sha256": wanted, **identity}, indent=1, default=str))
@@ -121,47 +148,58 @@ def _prepare_ckpt_dir(ckpt_dir: Path, identity: dict) -> pd.DataFrame | None:
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False)
+    write_atomically(path, lambda tmp: df.to_parquet(tmp, index=False), "run file")
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """Within: SIGTERM raises :class:`Terminated` where the job is (checkpoints are atomic: nothing half-written)."""
+    def handler(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_job(job: Job, hooks: JobHooks | None = None) -> None:
-    hooks = hooks or JobHooks()
-    config, scale_cfg = job.config, job.config["scales"][job.scale]
-    optim, seeds = scale_cfg["optim"], [int(s) for s in config["seeds"]]
+    """Train every unfinished run of ``job`` and write ``job.out``; raises :class:`JobStopped` on SIGTERM or a
+    failed write, with the line that says where a rerun resumes."""
+    progress = Progress(0)
+    try:
+        with _sigterm_raises():
+            _run_job(job, hooks or JobHooks(), progress)
+    except Terminated:
+        raise JobStopped(f"stopped by SIGTERM; {progress.resume_point()}", EXIT_TERMINATED) from None
+    except OutputWriteError as err:
+        raise JobStopped(f"error: {err}; {progress.resume_point()}", EXIT_WRITE_FAILED) from None
+
+
+def _run_job(job: Job, hooks: JobHooks, progress: Progress) -> None:
+    optim = job.config["scales"][job.scale]["optim"]
     variant, task = get_variant(job.variant), get_task(job.task)
-    settings = task_settings(job.task, scale_cfg["grid"], scale_cfg["task_overrides"].get(job.task, {}))
-    plan = [(s, float(lr), float(wd), seed)
-            for s in settings for lr in optim["lrs"] for wd in optim["weight_decays"] for seed in seeds]  # fmt: skip
-    model_kwargs = {**scale_cfg["model"], "variant": job.variant, "kernels": config["kernels"]}
-    variant_sha = file_sha256(variant.source)
-    identity = {
-        "variant": job.variant, "variant_source_sha256": variant_sha, "task": job.task, "scale": job.scale,
-        "scale_config": scale_cfg, "seeds": seeds, "kernels": config["kernels"],
-        # a checkpoint dir of older code (other row schema or checkpoint format) is started afresh, not misread
-        "run_schema": SCHEMA_VERSION, "checkpoint_format": CHECKPOINT_FORMAT,
-    }  # fmt: skip
-    done = _prepare_ckpt_dir(job.ckpt_dir, identity)
-    rows = [] if done is None else done.to_dict("records")
+    settings, plan = _plan(job)
+    rows, provenance = _start(job, variant, plan, progress)
     finished = {run_key(r["setting_id"], r["lr"], r["weight_decay"], r["seed"]) for r in rows}
 
-    commit, dirty = git_state()
-    provenance = {"device": device_name(job.device), **versions(), **environment_files(), "git_commit": commit,
-                  "git_dirty": dirty, "variant_source_sha256": variant_sha}  # fmt: skip
-    threads = f", {torch.get_num_threads()} threads" if job.device.type == "cpu" else ""
-    log(f"deltanet train: {job.variant} ({variant.mixer}) × {job.task}, scale {job.scale}: {len(plan)} runs "
-        f"({len(finished)} already finished) on {provenance['device']}{threads}")  # fmt: skip
-    progress = Progress(sum(optim["max_epochs"] for s, lr, wd, seed in plan
-                            if run_key(s.id, lr, wd, seed) not in finished))  # fmt: skip
-
     def on_epoch(group: GroupPlan, run: RunPlan, st: RunState, m: dict) -> None:
-        progress.epoch()
+        progress.epoch(st.epoch)
         log(f"  run {run.index}/{group.total} epoch {st.epoch}/{optim['max_epochs']}  loss {m['train_loss']:.4f}  "
             f"test acc {m['acc']:.4f} ppl {m['ppl']:.4g}  {m['steps_per_second']:.1f} it/s  ETA {progress.eta()}")
         if hooks.after_epoch is not None:
             hooks.after_epoch(progress.done)
 
-    fuse = optim.get("fuse_runs", True)
+    def keep_rows(setting, chance: float, group: GroupPlan, results: list[dict]) -> None:
+        for run, result in zip(group.runs, results):
+            progress.run_ended(optim["max_epochs"] - result["epochs_run"])
+            log(f"run {run.index}/{len(plan)} done: {result['stop_reason']}, best epoch {result['best_epoch']}/"
+                f"{result['epochs_run']}, test acc {result['test_acc']:.4f} (chance {chance:.4f}) ppl "
+                f"{result['test_ppl']:.4g}, {result['wall_seconds']:.1f} s")  # fmt: skip
+            rows.append(_row(job, variant.mixer, setting, run, result, provenance))
+        _write_parquet(_frame(rows), job.ckpt_dir / FINISHED)
+
     for setting in settings:
         todo = [RunPlan(index, lr, wd, seed) for index, (s, lr, wd, seed) in enumerate(plan, start=1)
                 if s is setting and run_key(s.id, lr, wd, seed) not in finished]  # fmt: skip
@@ -170,19 +208,13 @@ def run_job(job: Job, hooks: JobHooks | None = None) -> None:
             continue
         ds = make_datasets(setting, cache_dir=job.cache_dir)
         data, chance = TensorData.from_datasets(ds, job.device), chance_level(np.asarray(ds.test_targets))
+        model_kwargs = {**job.config["scales"][job.scale]["model"], "variant": job.variant,
+                        "kernels": job.config["kernels"]}  # fmt: skip
         shared = dict(total=len(plan), label=setting.id, vocab_size=int(setting.fields["vocab_size"]),
                       model_kwargs=model_kwargs, autoencoder=task.autoencoder, optim=optim, device=job.device)
-        for runs in [todo] if fuse else [[r] for r in todo]:
-            for group, results in _train_fitting(GroupPlan(runs, **shared), data, job, on_epoch, hooks):
-                for run, result in zip(group.runs, results):
-                    progress.run_ended(optim["max_epochs"] - result["epochs_run"])
-                    log(f"run {run.index}/{len(plan)} done: {result['stop_reason']}, best epoch "
-                        f"{result['best_epoch']}/{result['epochs_run']}, test acc {result['test_acc']:.4f} (chance "
-                        f"{chance:.4f}) ppl {result['test_ppl']:.4g}, {result['wall_seconds']:.1f} s")
-                    rows.append(_row(job, variant.mixer, setting, run.lr, run.weight_decay, run.seed, scale_cfg,
-                                     result, provenance, config))  # fmt: skip
-                _write_parquet(_frame(rows), job.ckpt_dir / FINISHED)
-
+        for runs in [todo] if optim.get("fuse_runs", True) else [[r] for r in todo]:
+            _train_fitting(GroupPlan(runs, **shared), data, job, on_epoch, hooks, progress,
+                           lambda group, results: keep_rows(setting, chance, group, results))  # fmt: skip
     df = _frame(rows)
     validate_runs(df, str(job.out))
     _write_parquet(df, job.out)
@@ -190,15 +222,49 @@ def run_job(job: Job, hooks: JobHooks | None = None) -> None:
     log(f"wrote {len(df)} runs to {job.out}")
 
 
-def _train_fitting(group: GroupPlan, data: TensorData, job: Job, on_epoch, hooks: JobHooks):
-    """Train ``group``, yielding (group, its results) once done; a group that does not fit the GPU is split in two
-    halves trained one after the other (a group of one that does not fit raises)."""
-    first, last, n = group.runs[0].index, group.runs[-1].index, len(group.runs)
-    ckpt = job.ckpt_dir / f"runs-{first:04d}-{last:04d}.pt"
+def _plan(job: Job) -> tuple[list, list[tuple]]:
+    """The job's settings, and its runs in order: (setting, lr, weight decay, seed) for each setting × lr × wd × seed."""
+    scale_cfg = job.config["scales"][job.scale]
+    optim, seeds = scale_cfg["optim"], [int(s) for s in job.config["seeds"]]
+    settings = task_settings(job.task, scale_cfg["grid"], scale_cfg["task_overrides"].get(job.task, {}))
+    return settings, [(s, float(lr), float(wd), seed) for s in settings for lr in optim["lrs"]
+                      for wd in optim["weight_decays"] for seed in seeds]  # fmt: skip
+
+
+def _start(job: Job, variant, plan: list[tuple], progress: Progress) -> tuple[list[dict], dict]:
+    """Open the checkpoint dir (the rows an earlier attempt finished), the rows' provenance, the job's first line."""
+    scale_cfg, seeds = job.config["scales"][job.scale], [int(s) for s in job.config["seeds"]]
+    variant_sha = file_sha256(variant.source)
+    identity = {
+        "variant": job.variant, "variant_source_sha256": variant_sha, "task": job.task, "scale": job.scale,
+        "scale_config": scale_cfg, "seeds": seeds, "kernels": job.config["kernels"],
+        # a checkpoint dir of older code (other row schema or checkpoint format) is started afresh, not misread
+        "run_schema": SCHEMA_VERSION, "checkpoint_format": CHECKPOINT_FORMAT,
+    }  # fmt: skip
+    done = _prepare_ckpt_dir(job.ckpt_dir, identity)
+    rows = [] if done is None else done.to_dict("records")
+    finished = {run_key(r["setting_id"], r["lr"], r["weight_decay"], r["seed"]) for r in rows}
+    commit, dirty = git_state()
+    provenance = {"device": device_name(job.device), **versions(), **environment_files(), "git_commit": commit,
+                  "git_dirty": dirty, "variant_source_sha256": variant_sha}  # fmt: skip
+    threads = f", {torch.get_num_threads()} threads" if job.device.type == "cpu" else ""
+    log(f"deltanet train: {job.variant} ({variant.mixer}) × {job.task}, scale {job.scale}: {len(plan)} runs "
+        f"({len(finished)} already finished) on {provenance['device']}{threads}")  # fmt: skip
+    progress.left = sum(scale_cfg["optim"]["max_epochs"] for s, lr, wd, seed in plan
+                        if run_key(s.id, lr, wd, seed) not in finished)  # fmt: skip
+    return rows, provenance
+
+
+def _train_fitting(group: GroupPlan, data: TensorData, job: Job, on_epoch, hooks: JobHooks, progress: Progress,
+                   done: Callable[[GroupPlan, list[dict]], None]) -> None:  # fmt: skip
+    """Train ``group`` and hand its results to ``done`` (which keeps them) before its checkpoint goes; a group that
+    does not fit the GPU is split in two halves trained one after the other (a group of one that does not fit
+    raises)."""
+    ckpt = job.ckpt_dir / f"runs-{group.runs[0].index:04d}-{group.runs[-1].index:04d}.pt"
+    n, progress.group, progress.ckpt = len(group.runs), f"run{'s' if len(group.runs) > 1 else ''} {group.span}", ckpt
+    progress.epochs = None
     settings = ", ".join(f"lr={r.lr:g} wd={r.weight_decay:g} seed={r.seed}" for r in group.runs)
-    which = f"runs {first}-{last}" if n > 1 else f"run {first}"
-    fused = f", {n} fused" if n > 1 else ""
-    log(f"{which}/{group.total} {job.task}/{group.label}{fused}: {settings}"
+    log(f"{progress.group}/{group.total} {job.task}/{group.label}{f', {n} fused' if n > 1 else ''}: {settings}"
         f"{' (resuming a checkpoint)' if ckpt.exists() else ''}")
     try:
         results = train_group(group, data, ckpt, on_epoch, hooks.loss, log)
@@ -207,29 +273,29 @@ def _train_fitting(group: GroupPlan, data: TensorData, job: Job, on_epoch, hooks
             raise
         cause = str(err).splitlines()[0] if str(err) else "out of memory"
         results = None
-    if results is None:  # outside the except block, so the failed attempt's tensors can be freed
-        half = n // 2
-        log(f"runs {first}-{last}: a fused group of {n} does not fit on {device_name(job.device)} ({cause}); "
-            f"splitting it into {half} + {n - half}")
+    if results is not None:
+        done(group, results)
         ckpt.unlink(missing_ok=True)
-        if job.device.type == "cuda":
-            torch.cuda.empty_cache()
-        for runs in (group.runs[:half], group.runs[half:]):
-            yield from _train_fitting(dataclasses.replace(group, runs=runs), data, job, on_epoch, hooks)
         return
-    ckpt.unlink(missing_ok=True)
-    yield group, results
+    # outside the except block, so the failed attempt's tensors can be freed
+    aside = f"; its checkpoint moved to {set_aside(ckpt)}" if ckpt.exists() else ""
+    log(f"runs {group.span}: a fused group of {n} does not fit on {device_name(job.device)} ({cause}); "
+        f"splitting it into {n // 2} + {n - n // 2}{aside}")
+    if job.device.type == "cuda":
+        torch.cuda.empty_cache()
+    for runs in (group.runs[: n // 2], group.runs[n // 2 :]):
+        _train_fitting(dataclasses.replace(group, runs=runs), data, job, on_epoch, hooks, progress, done)
 
 
-def _row(job, mixer, setting, lr, wd, seed, scale_cfg, result, provenance, config) -> dict:
-    fields = dict(setting.fields)
+def _row(job: Job, mixer: str, setting, run: RunPlan, result: dict, provenance: dict) -> dict:
+    scale_cfg, fields = job.config["scales"][job.scale], dict(setting.fields)
     row = {
         "schema_version": SCHEMA_VERSION, "variant": job.variant, "mixer": mixer, "task": job.task,
         "scale": job.scale, "setting_id": str(setting.id), "setting_json": json.dumps(fields, sort_keys=True),
-        "lr": lr, "weight_decay": wd, "seed": seed, **result, **provenance,
+        "lr": run.lr, "weight_decay": run.weight_decay, "seed": run.seed, **result, **provenance,
         "profile": scale_cfg.get("profile", ""),
         "config_sha256": config_hash({"scale": scale_cfg, "task": job.task, "setting": fields,
-                                      "kernels": config["kernels"]}),
+                                      "kernels": job.config["kernels"]}),
     }  # fmt: skip
     clash = sorted(set(fields) & set(row))
     if clash:

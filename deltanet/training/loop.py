@@ -1,23 +1,22 @@
 """Training under the MAD protocol: the runs of one setting trained together as one fused group (a solo run is a
 group of one), resumable from a per-epoch checkpoint.
 
-Each member keeps its solo run's meaning (``deltanet/training/fused.py``): built from its own seed; shuffled by its
-own ``torch.Generator`` (the last batch may be short); AdamW with its own lr and weight decay (torch defaults:
-betas (0.9, 0.999), eps 1e-8, decay on every parameter; ``deltanet/training/optim.py``); its own cosine schedule,
-stepped once per epoch, lr_e = min_lr + (lr − min_lr)·(1 + cos(π e / max_epochs))/2 after e epochs (torch's
-CosineAnnealingLR in closed form); cross-entropy with ignore_index -100; evaluation on the test set after every
-epoch; and the protocol of ``deltanet/training/protocol.py`` per member: early stop at ``stop_accuracy``,
-divergence on a non-finite epoch loss, reported metrics of the epoch with the lowest test perplexity (train metrics
-evaluated on that epoch's saved model). A member that stops leaves the group: it costs nothing afterwards.
+One epoch of :func:`train_group`, top to bottom: the group trains an epoch → evaluates every member on the test set
+→ each run judges its epoch (best, early stop, divergence) → runs that stopped get their result and leave the group
+→ checkpoint → progress. Runs are named by their index (``RunPlan.index``) everywhere.
 
-Evaluations run in batches of ``optim.eval_batch_size`` (default ``batch_size``): MAD's accuracy is the mean of
-per-batch macro accuracies over its loader's batches of 128. Precision (``optim.precision``): ``auto`` = bf16
-autocast on CUDA (MAD trains bf16-mixed), fp32 elsewhere; ``bf16`` forces the GPU path's autocast on any device;
-``fp32`` turns it off. ``optim.capture`` replays the steps from CUDA graphs (``deltanet/training/capture.py``).
-``optim.max_steps_per_epoch`` / ``max_eval_batches`` (the smoke scale) cap the batches of an epoch / evaluation.
+Where each rule lives: a member's meaning (its own seed, shuffle, lr, weight decay; members never mix):
+``deltanet/training/fused.py``; AdamW with per-member hyper-parameters: ``optim.py``; the cosine schedule:
+:func:`cosine_lr`; the protocol's decisions: ``protocol.py``; the metrics: ``deltanet/metrics.py``; CUDA graphs:
+``capture.py``; the checkpoint file: ``checkpoint.py``.
+
+Settings read from the scale's ``optim`` section: ``precision`` (``auto`` = bf16 autocast on CUDA, as MAD trains
+bf16-mixed, fp32 elsewhere; ``bf16`` forces the GPU path's autocast on any device; ``fp32`` none), ``capture``,
+``eval_batch_size`` (default ``batch_size``), and the smoke scale's caps ``max_steps_per_epoch`` /
+``max_eval_batches``.
 
 Determinism: a checkpoint holds the active members' parameters, optimiser state and shuffle generators and every
-member's record, so a resumed group continues bit for bit (the model draws no random numbers while training).
+run's record, so a resumed group continues bit for bit on CPU (the model draws no random numbers while training).
 """
 
 from __future__ import annotations
@@ -35,18 +34,18 @@ from typing import Callable
 import numpy as np
 import torch
 
-from deltanet.io import atomic_path
+from deltanet.config import allowed_values
 from deltanet.metrics import TaskMetrics
 from deltanet.model import ModelConfig, build_model
-from deltanet.training import protocol
+from deltanet.runs import DIVERGED, METRIC_NAMES
 from deltanet.training.capture import CapturedStep, capture_enabled
+from deltanet.training.checkpoint import CHECKPOINT_FORMAT, UnusableCheckpoint, read_checkpoint, save_checkpoint, set_aside
 from deltanet.training.fused import FusedModel, member_losses
 from deltanet.training.optim import StackedAdamW
+from deltanet.training.protocol import Verdict, judge_epoch
 from deltanet.training.provenance import peak_memory_mb, reset_peak_memory
 
-CHECKPOINT_FORMAT = 2  # v2: one file per fused group
-METRIC_KEYS = ("acc", "acc_micro", "ppl", "loss")
-NAN_METRICS = {k: math.nan for k in METRIC_KEYS}
+NAN_METRICS = {k: math.nan for k in METRIC_NAMES}
 
 
 @dataclass
@@ -66,7 +65,7 @@ class TensorData:
 
 @dataclass(frozen=True)
 class RunPlan:
-    """One run (a member of its group); ``index`` is 1-based in job order."""
+    """One run (a member of its group); ``index`` is 1-based in job order and names the run everywhere."""
 
     index: int
     lr: float
@@ -87,10 +86,25 @@ class GroupPlan:
     optim: dict  # the scale's optim section
     device: torch.device
 
+    @property
+    def span(self) -> str:
+        first, last = self.runs[0].index, self.runs[-1].index
+        return f"{first}" if first == last else f"{first}-{last}"
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """What one training epoch of the group did: each run's mean loss, steps, seconds, tokens per member."""
+
+    losses: dict[int, float]
+    steps: int
+    seconds: float
+    tokens: int
+
 
 @dataclass
 class RunState:
-    """One member's record; a group checkpoint holds every member's."""
+    """One run's record; a group checkpoint holds every run's."""
 
     epoch: int = 0  # epochs completed
     history: list = field(default_factory=list)  # per epoch: train_loss + test metrics
@@ -101,7 +115,35 @@ class RunState:
     wall_seconds: float = 0.0
     train_seconds: float = 0.0
     train_tokens: int = 0
-    result: dict | None = None  # the row's metric/timing columns, once the member has stopped
+    result: dict | None = None  # the row's metric/timing columns, once the run has stopped
+
+    def observe(self, epoch: int, stats: EpochStats, loss: float, test: dict, optim: dict) -> tuple[Verdict, dict]:
+        """Record epoch ``epoch`` as the protocol judges it; returns the verdict and the test metrics kept (NaN for
+        a diverged epoch)."""
+        verdict = judge_epoch(epoch, loss, test, self.best_metrics["ppl"] if self.best_epoch else None,
+                              optim["max_epochs"], optim["stop_accuracy"])  # fmt: skip
+        test = dict(NAN_METRICS) if verdict.stop_reason == DIVERGED else test
+        self.epoch, self.stop_reason = epoch, verdict.stop_reason
+        self.train_seconds, self.train_tokens = self.train_seconds + stats.seconds, self.train_tokens + stats.tokens
+        if verdict.best:
+            self.best_epoch, self.best_metrics = epoch, test
+        self.history.append({"epoch": epoch, "train_loss": loss, **{f"test_{k}": v for k, v in test.items()}})
+        return verdict, test
+
+    def finish(self, train: dict, **columns) -> None:
+        """The row's metric/timing columns: the best epoch's test metrics, ``train`` (its model's train metrics)."""
+        self.result = {
+            **{f"test_{k}": v for k, v in self.best_metrics.items()},
+            **{f"train_{k}": v for k, v in train.items()},
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epoch,
+            "stop_reason": self.stop_reason,
+            "wall_seconds": self.wall_seconds,
+            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "tokens_per_second": self.train_tokens / self.train_seconds if self.train_seconds else math.nan,
+            **columns,
+        }
+        self.best_model = None  # the result holds what the run reports; checkpoints need not carry the weights
 
 
 def seed_everything(seed: int) -> None:
@@ -110,16 +152,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # CPU and every CUDA device
 
 
-PRECISIONS = {"bf16": torch.bfloat16, "fp32": None}
-
-
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """``optim.precision`` → the autocast dtype on ``device`` (None: no autocast, plain fp32)."""
+    """``optim.precision`` (values: the config schema's) → the autocast dtype on ``device`` (None: plain fp32)."""
+    if precision not in allowed_values("optim", "precision"):
+        raise ValueError(f"optim.precision must be one of {', '.join(allowed_values('optim', 'precision'))}; "
+                         f"got {precision!r}")  # fmt: skip
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
-    if precision not in PRECISIONS:
-        raise ValueError(f"optim.precision must be one of auto, {', '.join(PRECISIONS)}; got {precision!r}")
-    return PRECISIONS[precision]
+    return torch.bfloat16 if precision == "bf16" else None
 
 
 def precision_context(device_type: str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -133,25 +173,26 @@ def precision_context(device_type: str, dtype: torch.dtype | None) -> contextlib
     return torch.autocast(device_type, dtype=dtype, cache_enabled=False)
 
 
-def build_members(plan: GroupPlan, seq_len: int) -> FusedModel:
-    """Every member built as its solo run would be: its seed, then the model build; stacked into one group."""
+def build_members(plan: GroupPlan, runs: list[RunPlan], seq_len: int) -> FusedModel:
+    """Every run of ``runs`` built as its solo run would be (its seed, then the model build), stacked into one."""
     cfg = ModelConfig(vocab_size=plan.vocab_size, **plan.model_kwargs, max_length=seq_len)
     models = []
-    for run in plan.runs:
+    for run in runs:
         seed_everything(run.seed)
         models.append(build_model(cfg, autoencoder=plan.autoencoder).to(plan.device))
     return FusedModel.stack(models)
 
 
 def cosine_lr(lr: float, min_lr: float, epochs_done: int, max_epochs: int) -> float:
-    """CosineAnnealingLR(T_max=max_epochs, eta_min=min_lr) after ``epochs_done`` epochs, in closed form."""
+    """CosineAnnealingLR(T_max=max_epochs, eta_min=min_lr) after ``epochs_done`` epochs, in closed form:
+    lr_e = min_lr + (lr − min_lr)·(1 + cos(π e / max_epochs))/2, stepped once per epoch."""
     return min_lr + (lr - min_lr) * (1 + math.cos(math.pi * epochs_done / max_epochs)) / 2
 
 
 def train_step(fused: FusedModel, optimizer: StackedAdamW, x: torch.Tensor, y: torch.Tensor, amp: torch.dtype | None,
                loss_hook: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
     """One optimiser step of every member on its batch ``x``/``y`` ``[R, B, T]``: forward under
-    :func:`precision_context`, cross-entropy in fp32 per member (``-100`` = not scored), backward of Σ_i loss_i,
+    :func:`precision_context`, cross-entropy in fp32 per member (``fused.member_losses``), backward of Σ_i loss_i,
     AdamW step. Returns the detached losses ``[R]``; reads nothing on the host (capturable)."""
     with precision_context(x.device.type, amp):
         logits = fused.logits(x)
@@ -172,218 +213,197 @@ def eval_logits(fused: FusedModel, x: torch.Tensor, amp: torch.dtype | None) -> 
 
 def evaluate(logits_of: Callable[[torch.Tensor], torch.Tensor], inputs, targets, batch_size: int, vocab_size: int,
              members: int, device: torch.device, max_batches: int | None = None) -> list[dict]:  # fmt: skip
-    """TaskMetrics of every member over the set in order, in batches of ``batch_size`` (MAD's accuracy is a per-batch
-    mean); ``logits_of(x [B, T]) -> [R, B, T, V]``; ``max_batches`` caps the batches (the smoke scale)."""
+    """:class:`~deltanet.metrics.TaskMetrics` of every member over the set in order, in batches of ``batch_size``;
+    ``logits_of(x [B, T]) -> [R, B, T, V]``; ``max_batches`` caps the batches (the smoke scale)."""
     metrics = [TaskMetrics(vocab_size, device) for _ in range(members)]
     for start in range(0, len(inputs), batch_size)[:max_batches]:
         logits, y = logits_of(inputs[start : start + batch_size]), targets[start : start + batch_size]
         for member, m in enumerate(metrics):
             m.update(logits[member], y)
-    return [{k: float(v) for k, v in m.compute().items() if k in METRIC_KEYS} for m in metrics]
+    return [m.compute() for m in metrics]
+
+
+LossHook = Callable[[int, int, torch.Tensor], torch.Tensor]
 
 
 class Group:
-    """The live part of a group: the fused model of the active members, their optimiser, shuffles and steps."""
+    """The live runs of a group, in stack order (``runs``), and what trains them: the fused model, its optimiser,
+    each run's shuffle generator, and the (captured) steps. Methods name runs by index.
 
-    def __init__(self, plan: GroupPlan, fused: FusedModel, active: list[int], amp, capture: bool, shapes: tuple):
-        self.plan, self.fused, self.active, self.amp = plan, fused, active, amp
-        runs = [plan.runs[i] for i in active]
-        self.optimizer = StackedAdamW(fused.parameters(), lr=[r.lr for r in runs],
-                                      weight_decay=[r.weight_decay for r in runs])  # fmt: skip
-        self.shuffles = {i: torch.Generator().manual_seed(plan.runs[i].seed) for i in active}
-        self.capture, self.shapes, self.replayed = capture, shapes, False
+    ``loss_hook(run index, epoch, loss) -> loss`` is a test seam (a NaN loss for one run, to exercise divergence);
+    steps are not captured while it is set."""
+
+    def __init__(self, plan: GroupPlan, runs: list[RunPlan], seq_len: int, capture: bool,
+                 loss_hook: LossHook | None = None):  # fmt: skip
+        self.plan, self.runs, self.seq_len, self.loss_hook, self.epoch = plan, list(runs), seq_len, loss_hook, 0
+        self.amp = autocast_dtype(plan.optim.get("precision", "auto"), plan.device)
+        self.fused = build_members(plan, self.runs, seq_len)
+        self.optimizer = StackedAdamW(self.fused.parameters(), lr=[r.lr for r in self.runs],
+                                      weight_decay=[r.weight_decay for r in self.runs])  # fmt: skip
+        self.shuffles = {r.index: torch.Generator().manual_seed(r.seed) for r in self.runs}
+        self.capture, self.replayed = capture and loss_hook is None, False
         self._new_steps()
 
     def _new_steps(self) -> None:
-        if hasattr(self, "step"):  # the steps of the group before a member left it
-            self.replayed |= self.step.captured or self.eval.captured
-            self.capture &= self.step.failure is None and self.eval.failure is None
-        (batch, seq), eval_batch = self.shapes
-        R, amp, enabled = len(self.active), self.amp, self.capture
-        self.step = CapturedStep(lambda x, y: train_step(self.fused, self.optimizer, x, y, amp), enabled,
-                                 {(R, batch, seq)}, "training step")  # fmt: skip
-        self.eval = CapturedStep(lambda x: eval_logits(self.fused, x, amp), enabled, {(eval_batch, seq)},
-                                 "evaluation step")  # fmt: skip
+        """Steps for the current members (a graph records one member count: new steps after members leave)."""
+        optim = self.plan.optim
+        train_shape = (len(self.runs), optim["batch_size"], self.seq_len)
+        eval_shape = (optim.get("eval_batch_size", optim["batch_size"]), self.seq_len)
+        self.step = CapturedStep(self._train_step, self.capture, {train_shape}, "training step")
+        self.eval_step = CapturedStep(self._eval_logits, self.capture, {eval_shape}, "evaluation step")
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return train_step(self.fused, self.optimizer, x, y, self.amp, self._hook if self.loss_hook else None)
+
+    def _hook(self, losses: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.loss_hook(run.index, self.epoch, loss) for run, loss in zip(self.runs, losses)])
+
+    def _eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return eval_logits(self.fused, x, self.amp)
+
+    def train_epoch(self, data: TensorData, epoch: int) -> EpochStats:
+        """Epoch ``epoch`` (1-based): each run's cosine lr, its own shuffle, every batch of ``batch_size`` (the last
+        may be short) up to ``max_steps_per_epoch``; one host read, the epoch's mean losses."""
+        started, optim, device = time.perf_counter(), self.plan.optim, self.plan.device
+        self.epoch, batch, n_train = epoch, optim["batch_size"], len(data.train_inputs)
+        lrs = [cosine_lr(r.lr, optim["min_lr"], epoch - 1, optim["max_epochs"]) for r in self.runs]
+        self.optimizer.lr.copy_(torch.tensor(lrs, dtype=torch.float64))  # in place: a captured step reads it there
+        perms = torch.stack([torch.randperm(n_train, generator=self.shuffles[r.index]) for r in self.runs])
+        perms, loss_sum, steps = perms.to(device), torch.zeros(len(self.runs), device=device), 0
+        for start in range(0, n_train, batch)[: optim.get("max_steps_per_epoch")]:
+            idx = perms[:, start : start + batch]
+            loss_sum += self.step(data.train_inputs[idx], data.train_targets[idx])
+            steps += 1
+        losses = dict(zip((r.index for r in self.runs), (loss_sum / steps).tolist()))
+        tokens = min(n_train, steps * batch) * self.seq_len
+        return EpochStats(losses, steps, time.perf_counter() - started, tokens)
+
+    def evaluate(self, inputs: torch.Tensor, targets: torch.Tensor, fused: FusedModel | None = None,
+                 runs: list[RunPlan] | None = None) -> dict[int, dict]:  # fmt: skip
+        """Metrics of every live run on ``inputs``/``targets`` by run index; or of ``fused``, whose members are
+        ``runs`` (the best models of runs that stop)."""
+        optim = self.plan.optim
+        logits_of = self.eval_step if fused is None else (lambda x: eval_logits(fused, x, self.amp))
+        runs = self.runs if fused is None else runs
+        scores = evaluate(logits_of, inputs, targets, optim.get("eval_batch_size", optim["batch_size"]),
+                          self.plan.vocab_size, len(runs), self.plan.device, optim.get("max_eval_batches"))  # fmt: skip
+        return {run.index: score for run, score in zip(runs, scores)}
+
+    def member_state(self, index: int) -> dict[str, torch.Tensor]:
+        return self.fused.member_state([r.index for r in self.runs].index(index))
+
+    def leave(self, gone: list[RunPlan]) -> None:
+        """The runs ``gone`` leave the group: later steps run only the others."""
+        if not gone:
+            return
+        self.replayed |= self.step.captured or self.eval_step.captured
+        self.capture &= self.step.failure is None and self.eval_step.failure is None
+        keep = [p for p, run in enumerate(self.runs) if run not in gone]
+        self.runs = [self.runs[p] for p in keep]
+        self.shuffles = {r.index: self.shuffles[r.index] for r in self.runs}
+        if self.runs:
+            self.fused.select(keep)
+            self.optimizer.select(keep, self.fused.parameters())
+            self._new_steps()
 
     @property
     def captured(self) -> bool:
         """Whether steps were replayed from CUDA graphs, with no capture failed."""
-        failed = self.step.failure or self.eval.failure or not self.capture
-        return not failed and (self.replayed or self.step.captured or self.eval.captured)
-
-    def keep(self, positions: list[int]) -> None:
-        """Keep the active members at ``positions``; the others leave the group (new graphs are recorded)."""
-        self.active = [self.active[p] for p in positions]
-        if not self.active:
-            return
-        self.fused.select(positions)
-        self.optimizer.select(positions, self.fused.parameters())
-        self.shuffles = {i: self.shuffles[i] for i in self.active}
-        self._new_steps()
+        failed = self.step.failure or self.eval_step.failure or not self.capture
+        return not failed and (self.replayed or self.step.captured or self.eval_step.captured)
 
     def state_dict(self) -> dict:
-        return {"active": list(self.active), "params": {n: p.detach().clone() for n, p in self.fused.params.items()},
-                "optimizer": self.optimizer.state_dict(),
-                "shuffles": {i: g.get_state() for i, g in self.shuffles.items()}}  # fmt: skip
+        """What a resume needs of the live runs (none left: nothing)."""
+        if not self.runs:
+            return {"active": []}
+        return {"active": [r.index for r in self.runs], "optimizer": self.optimizer.state_dict(),
+                "params": {n: p.detach().clone() for n, p in self.fused.params.items()},
+                "shuffles": {r.index: self.shuffles[r.index].get_state() for r in self.runs}}  # fmt: skip
 
     def load_state_dict(self, payload: dict) -> None:
         with torch.no_grad():
             for name, p in self.fused.params.items():
                 p.copy_(payload["params"][name])
         self.optimizer.load_state_dict(payload["optimizer"])
-        for i, state in payload["shuffles"].items():
-            self.shuffles[i].set_state(state)
-
-
-def save_checkpoint(path: Path, group: Group, states: list[RunState]) -> None:
-    payload = {"format": CHECKPOINT_FORMAT, "runs": [r.index for r in group.plan.runs], **group.state_dict(),
-               "states": [dataclasses.asdict(s) for s in states]}  # fmt: skip
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def load_checkpoint(path: Path, plan: GroupPlan) -> dict:
-    # our own file (it holds generator states and Python records, hence weights_only=False); loaded to CPU, as the
-    # generator states must be; load_state_dict copies the tensors onto the parameters' device
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    if payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"checkpoint format {payload.get('format')}, expected {CHECKPOINT_FORMAT}")
-    if payload["runs"] != [r.index for r in plan.runs]:
-        raise ValueError(f"checkpoint of runs {payload['runs']}, this group has {[r.index for r in plan.runs]}")
-    return payload
-
-
-OnEpoch = Callable[[GroupPlan, RunPlan, RunState, dict], None]
-LossHook = Callable[[int, int, torch.Tensor], torch.Tensor]
+        for index, state in payload["shuffles"].items():
+            self.shuffles[index].set_state(state)
 
 
 def train_group(plan: GroupPlan, data: TensorData, ckpt: Path, on_epoch: OnEpoch, loss_hook: LossHook | None = None,
                 log: Callable[[str], None] = print) -> list[dict]:  # fmt: skip
-    """Train (or resume) a group; return each run's metric/timing columns, in ``plan.runs`` order.
+    """Train (or resume from ``ckpt``) a group; return each run's result columns, in ``plan.runs`` order.
 
-    ``on_epoch(plan, run, state, metrics)`` is called for each active member once the epoch's checkpoint is on disk
-    (progress lines; it may raise to stop the job). ``loss_hook(run index, epoch, loss) -> loss`` is a test seam
-    (e.g. a NaN loss for one member to exercise divergence); steps are not captured while it is set.
-    """
-    device, opt_cfg = plan.device, plan.optim
-    max_epochs, batch_size, min_lr = opt_cfg["max_epochs"], opt_cfg["batch_size"], opt_cfg["min_lr"]
-    amp = autocast_dtype(opt_cfg.get("precision", "auto"), device)
-    max_steps, max_eval = opt_cfg.get("max_steps_per_epoch"), opt_cfg.get("max_eval_batches")
-    eval_batch = opt_cfg.get("eval_batch_size", batch_size)
-    n_train, seq_len = data.train_inputs.shape
-    started = time.perf_counter()
-
-    capture = capture_enabled(opt_cfg.get("capture", "auto"), device, log) and loss_hook is None
-    group = Group(plan, build_members(plan, seq_len), list(range(len(plan.runs))), amp, capture,
-                  ((batch_size, seq_len), eval_batch))  # fmt: skip
-    states = [RunState() for _ in plan.runs]
-    if ckpt.exists():
-        try:
-            payload = load_checkpoint(ckpt, plan)
-            states = [RunState(**s) for s in payload["states"]]
-            group.keep(payload["active"])
-            if group.active:
-                group.load_state_dict(payload)
-        except Exception as err:  # unreadable or from an older format: this group starts over, nothing else is lost
-            log(f"  runs {_span(plan)}: checkpoint {ckpt} unusable ({type(err).__name__}: {err}); restarting them")
-            ckpt.unlink()
-            return train_group(plan, data, ckpt, on_epoch, loss_hook, log)
-    prior_wall = {i: s.wall_seconds for i, s in enumerate(states)}
-    reset_peak_memory(device)
-
-    while group.active:
-        epoch_start = time.perf_counter()
-        members = list(group.active)
-        epoch = states[members[0]].epoch + 1  # the active members started together: one epoch count
-        with torch.no_grad():
-            lrs = [cosine_lr(plan.runs[i].lr, min_lr, epoch - 1, max_epochs) for i in members]
-            group.optimizer.lr.copy_(torch.tensor(lrs, dtype=torch.float64))
-        perms = torch.stack([torch.randperm(n_train, generator=group.shuffles[i]) for i in members]).to(device)
-        step = group.step if loss_hook is None else _hooked_step(group, loss_hook, epoch)
-        loss_sum = torch.zeros(len(members), device=device)
-        steps = 0
-        for start in range(0, n_train, batch_size)[:max_steps]:
-            idx = perms[:, start : start + batch_size]
-            loss_sum += step(data.train_inputs[idx], data.train_targets[idx])
-            steps += 1
-        train_losses = (loss_sum / steps).tolist()  # one device sync per epoch
-        train_time = time.perf_counter() - epoch_start
-
-        finite = [p for p, loss in enumerate(train_losses) if not protocol.is_diverged(loss)]
-        scores = evaluate(group.eval, data.test_inputs, data.test_targets, eval_batch, plan.vocab_size, len(members),
-                          device, max_eval)  # fmt: skip
-        tests = {p: scores[p] for p in finite}
-        stopped = []
-        for position, i in enumerate(members):
-            st, test = states[i], tests.get(position, dict(NAN_METRICS))
-            st.epoch, st.train_seconds = epoch, st.train_seconds + train_time
-            st.train_tokens += min(n_train, steps * batch_size) * seq_len
-            if position not in tests:
-                st.stop_reason = "diverged"
-            else:
-                if protocol.is_better(test["ppl"], st.best_metrics["ppl"] if st.best_epoch else None):
-                    st.best_epoch, st.best_metrics = epoch, test
-                    st.best_model = group.fused.member_state(position)
-                if protocol.should_stop_early(test["acc"], opt_cfg["stop_accuracy"]):
-                    st.stop_reason = "early_stopped"
-                elif epoch >= max_epochs:
-                    st.stop_reason = "max_epochs"
-            st.history.append({"epoch": epoch, "train_loss": train_losses[position],
-                               **{f"test_{k}": v for k, v in test.items()}})  # fmt: skip
-            st.wall_seconds = prior_wall[i] + time.perf_counter() - started
-            if st.stop_reason is not None:
-                stopped.append(position)
-        if stopped:
-            _finish(group, [members[p] for p in stopped], states, data, eval_batch, max_eval)
-            group.keep([p for p in range(len(members)) if p not in stopped])
-        save_checkpoint(ckpt, group, states)
-        for position, i in enumerate(members):
-            on_epoch(plan, plan.runs[i], states[i], {"train_loss": train_losses[position],
-                                                     "steps_per_second": steps / train_time,
-                                                     **tests.get(position, NAN_METRICS)})  # fmt: skip
-    return [s.result for s in states]
+    ``on_epoch(plan, run, state, metrics)`` is called for each run of the epoch once its checkpoint is on disk
+    (progress lines; it may raise to stop the job)."""
+    group, states = resume_or_start(plan, len(data.train_inputs[0]), ckpt, loss_hook, log)
+    started, prior_wall = time.perf_counter(), {index: s.wall_seconds for index, s in states.items()}
+    reset_peak_memory(plan.device)
+    while group is not None and group.runs:
+        runs, epoch = list(group.runs), states[group.runs[0].index].epoch + 1  # live runs started together
+        stats = group.train_epoch(data, epoch)
+        tests = group.evaluate(data.test_inputs, data.test_targets)
+        stopped, progress = [], {}
+        for run in runs:
+            state = states[run.index]
+            verdict, test = state.observe(epoch, stats, stats.losses[run.index], tests[run.index], plan.optim)
+            state.wall_seconds = prior_wall[run.index] + time.perf_counter() - started
+            if verdict.best:
+                state.best_model = group.member_state(run.index)
+            if verdict.stop_reason is not None:
+                stopped.append(run)
+            progress[run.index] = {"train_loss": stats.losses[run.index],
+                                   "steps_per_second": stats.steps / stats.seconds, **test}  # fmt: skip
+        finish(group, stopped, states, data)
+        group.leave(stopped)
+        save_checkpoint(ckpt, checkpoint_payload(group, states))
+        for run in runs:
+            on_epoch(plan, run, states[run.index], progress[run.index])
+    return [states[run.index].result for run in plan.runs]
 
 
-def _hooked_step(group: Group, loss_hook: LossHook, epoch: int) -> Callable:
-    """The eager training step with ``loss_hook(run index, epoch, loss)`` applied to each member's loss."""
-    runs = [group.plan.runs[i].index for i in group.active]
-
-    def hook(losses: torch.Tensor) -> torch.Tensor:
-        return torch.stack([loss_hook(run, epoch, loss) for run, loss in zip(runs, losses)])
-
-    return lambda x, y: train_step(group.fused, group.optimizer, x, y, group.amp, hook)
+OnEpoch = Callable[[GroupPlan, RunPlan, RunState, dict], None]
 
 
-def _span(plan: GroupPlan) -> str:
-    first, last = plan.runs[0].index, plan.runs[-1].index
-    return f"{first}" if first == last else f"{first}-{last}"
-
-
-def _finish(group: Group, members: list[int], states: list[RunState], data: TensorData, eval_batch: int,
-            max_eval: int | None) -> None:  # fmt: skip
-    """The result columns of ``members`` (run positions), which stop now: train metrics of each best model."""
-    plan = group.plan
-    best = [i for i in members if states[i].best_model is not None]
+def finish(group: Group, stopped: list[RunPlan], states: dict[int, RunState], data: TensorData) -> None:
+    """The results of the runs ``stopped`` (they stop this epoch): the train metrics of each run's best model
+    (evaluated together), the best epoch's test metrics, timing and the group's columns."""
+    best = [run for run in stopped if states[run.index].best_model is not None]
     trains = {}
     if best:
-        fused = FusedModel.from_member_states(group.fused, [states[i].best_model for i in best])
-        scores = evaluate(lambda x: eval_logits(fused, x, group.amp), data.train_inputs, data.train_targets,
-                          eval_batch, plan.vocab_size, len(best), plan.device, max_eval)  # fmt: skip
-        trains = dict(zip(best, scores))
-    for i in members:
-        st, train = states[i], trains.get(i, dict(NAN_METRICS))
-        st.result = {
-            **{f"test_{k}": v for k, v in st.best_metrics.items()},
-            **{f"train_{k}": v for k, v in train.items()},
-            "best_epoch": st.best_epoch,
-            "epochs_run": st.epoch,
-            "stop_reason": st.stop_reason,
-            "wall_seconds": st.wall_seconds,
-            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "tokens_per_second": st.train_tokens / st.train_seconds if st.train_seconds else math.nan,
-            "peak_memory_mb": peak_memory_mb(plan.device),
-            "num_parameters": group.fused.num_parameters(),
-            "group_size": len(plan.runs),
-            "captured": group.captured,
-        }
-        st.best_model = None  # the row is written; the checkpoint need not carry the weights any more
+        models = FusedModel.from_member_states(group.fused, [states[run.index].best_model for run in best])
+        trains = group.evaluate(data.train_inputs, data.train_targets, models, best)
+    for run in stopped:
+        states[run.index].finish(trains.get(run.index, dict(NAN_METRICS)),
+                                 peak_memory_mb=peak_memory_mb(group.plan.device),
+                                 num_parameters=group.fused.num_parameters(), group_size=len(group.plan.runs),
+                                 captured=group.captured)  # fmt: skip
+
+
+def checkpoint_payload(group: Group, states: dict[int, RunState]) -> dict:
+    """The one payload a resume needs: the live runs' state and every run's record."""
+    return {"format": CHECKPOINT_FORMAT, "runs": [r.index for r in group.plan.runs], **group.state_dict(),
+            "states": {index: dataclasses.asdict(s) for index, s in states.items()}}  # fmt: skip
+
+
+def resume_or_start(plan: GroupPlan, seq_len: int, ckpt: Path, loss_hook: LossHook | None,
+                    log: Callable[[str], None]) -> tuple[Group | None, dict[int, RunState]]:  # fmt: skip
+    """The group as ``ckpt`` left it, on ``plan.device`` (None: every run had finished), or new. A checkpoint that
+    cannot be used is moved aside (the log line names where) and the group starts over; any other error while
+    resuming is the caller's."""
+    capture = capture_enabled(plan.optim.get("capture", "auto"), plan.device, log)
+    payload = None
+    if ckpt.exists():
+        try:
+            payload = read_checkpoint(ckpt, [r.index for r in plan.runs], plan.device)
+        except UnusableCheckpoint as err:
+            aside = set_aside(ckpt)
+            log(f"  runs {plan.span}: checkpoint {ckpt} unusable ({err}); moved to {aside}, restarting these runs")
+    if payload is None:
+        return Group(plan, plan.runs, seq_len, capture, loss_hook), {r.index: RunState() for r in plan.runs}
+    states = {index: RunState(**state) for index, state in payload["states"].items()}
+    live = [r for r in plan.runs if r.index in payload["active"]]
+    if not live:
+        return None, states
+    group = Group(plan, live, seq_len, capture, loss_hook)
+    group.load_state_dict(payload)
+    return group, states
