@@ -1,9 +1,10 @@
 """report.html in a real browser: at a laptop's 1,280 px nothing is wider than the window (no horizontal scrolling).
 
-Debian's chromium, headless, lays out a report of every registered variant (the longest names) with identity marks
-and a diverged cell; a script added to a copy of the page writes each table's right edge and the document's scroll
-width into the DOM, which ``--dump-dom`` prints. apt-get installs chromium when it is missing (root); the test is
-skipped, with the reason, where that cannot be done.
+Debian's chromium, headless, lays out a report of every registered variant (the longest names) with the identity
+marks of a real tiny run, a diverged cell and a kernel summary; a script added to a copy of the page writes each
+table's (and <pre>'s) right edge, whether it scrolls inside, and the document's scroll width into the DOM, which
+``--dump-dom`` prints: one chromium start. apt-get installs chromium when it is missing (root); the test is skipped,
+with the reason, where that cannot be done.
 """
 
 from __future__ import annotations

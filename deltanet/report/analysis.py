@@ -191,14 +191,18 @@ def _identity_mark(equal_to: str, k: int, n: int, named: bool) -> str:
 
 
 def leaderboard_marks(board: pd.DataFrame, notes: dict, identical: dict) -> pd.DataFrame:
-    """Marks of the leaderboard: each cell's note (diverged runs) and the model it equals by construction."""
+    """Marks of the leaderboard: each cell's note (diverged runs) and the model it equals by construction.
+
+    A row identical to one model at every setting of every task names it once, on its Average (its task cells
+    show ``≡`` alone): a name in every cell of a row would crowd the table.
+    """
     marks = cell_marks(board, notes)
     for i, variant in board["variant"].items():
+        same = identical_everywhere(identical, board, variant)
         for col in board.columns:
             if (variant, col) in identical:
-                marks.at[i, col] = " ".join(filter(None, [_identity_mark(*identical[(variant, col)], named=True),
-                                                          marks.at[i, col]]))  # fmt: skip
-        same = identical_everywhere(identical, board, variant)
+                mark = _identity_mark(*identical[(variant, col)], named=same is None)
+                marks.at[i, col] = " ".join(filter(None, [mark, marks.at[i, col]]))
         if same is not None and "Average" in board:
             marks.at[i, "Average"] = _identity_mark(same, 1, 1, named=True)
     return marks

@@ -158,7 +158,8 @@ def identity_legend(identities: dict | None) -> str:
         return ("The identity check was not given (`--identities`): cells identical to another model by "
                 "construction are not marked.")  # fmt: skip
     return (f"`{IDENTICAL} X`: identical to `X` by construction at every setting of this task at this scale "
-            f"(`{IDENTICAL}k/n X`: at k of its n settings), as found by `deltanet variants --identities` (random "
+            f"(`{IDENTICAL}k/n X`: at k of its n settings; a row identical to `X` on every task names it once, on "
+            f"its Average, and marks its tasks `{IDENTICAL}`), as found by `deltanet variants --identities` (random "
             f"tokens, shared random weights, logits within {identities['tolerance']:g}); its difference from `X` "
             "is training noise, not a finding.")  # fmt: skip
 
