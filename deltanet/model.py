@@ -106,6 +106,13 @@ class RMSNorm(nn.RMSNorm):
         return F.rms_norm(x.float(), self.normalized_shape, self.weight, self.eps).to(x.dtype)
 
 
+def l2_norm(x: Tensor) -> Tensor:
+    """x / max(‖x‖₂, 1e-12) over the last dim, computed in fp32 and returned in x's dtype (as fla's fused norm,
+    ``fla/modules/l2norm.py``). ``F.normalize`` alone returns fp32 under CUDA autocast (its norm is on autocast's
+    fp32 list, not on CPU's): q and k would reach the kernels in fp32 beside bf16 v and β (deltanet-math.md §7)."""
+    return F.normalize(x.float(), dim=-1).to(x.dtype)
+
+
 class DeltaNetMixer(nn.Module):
     """DeltaNet (``variant.mixer == "delta"``) or Gated DeltaNet (``"gated"``) mixer running the variant's loop."""
 
@@ -134,8 +141,8 @@ class DeltaNetMixer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         B, T, _ = x.shape
         H, Dk, Dv = self.shape
-        q = F.normalize(self.q_conv(self.q_proj(x)).view(B, T, H, Dk), dim=-1)
-        k = F.normalize(self.k_conv(self.k_proj(x)).view(B, T, H, Dk), dim=-1)
+        q = l2_norm(self.q_conv(self.q_proj(x)).view(B, T, H, Dk))
+        k = l2_norm(self.k_conv(self.k_proj(x)).view(B, T, H, Dk))
         v = self.v_conv(self.v_proj(x)).view(B, T, H, Dv)
         beta = torch.sigmoid(self.b_proj(x))
         # naive op with the variant's loop, or the Triton kernel when the variant declares USES_KERNEL

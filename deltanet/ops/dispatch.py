@@ -6,12 +6,15 @@
 - ``auto``: ``triton`` on CUDA, ``naive`` elsewhere.
 
 With ``fused_ok=False`` the naive op runs ``loop_body`` whatever the backend. The kernel modules (and so triton)
-are imported lazily: see :mod:`deltanet.ops.kernels.launch` for why.
+are imported lazily: see :mod:`deltanet.ops.kernels.launch` for why. :func:`record_input_dtypes` shows what dtypes
+reach the ops under autocast (docs/deltanet-math.md §7).
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -22,6 +25,27 @@ from deltanet.ops.gated_delta_rule.naive import gated_delta_rule_chunkwise, gate
 from deltanet.ops.kernels.launch import MAX_KEY_DIM, interpreter_enabled, kernels_fit
 
 BACKENDS = ("auto", "triton", "naive")
+
+_records: list[dict[str, str]] | None = None  # where record_input_dtypes collects, while it is open
+
+
+@contextlib.contextmanager
+def record_input_dtypes() -> Iterator[list[dict[str, str]]]:
+    """Within: each :func:`delta_rule` / :func:`gated_delta_rule` call appends ``{"op", "path", "q", "k", "v", "g",
+    "beta"}`` to the yielded list (``path``: ``kernels`` or ``naive loop``; dtype names, ``g`` "-" when ungated)."""
+    global _records
+    outer, _records = _records, []
+    try:
+        yield _records
+    finally:
+        _records = outer
+
+
+def _record(op: str, kernels: bool, q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, beta: Tensor) -> None:
+    if _records is not None:
+        dtypes = {n: "-" if x is None else str(x.dtype).removeprefix("torch.") for n, x in zip("qkvg", (q, k, v, g))}
+        _records.append({"op": op, "path": "kernels" if kernels else "naive loop", **dtypes,
+                         "beta": str(beta.dtype).removeprefix("torch.")})  # fmt: skip
 
 
 def resolve_backend(name: str, device: torch.device | str) -> str:
@@ -79,7 +103,9 @@ def delta_rule(
     (:func:`deltanet.ops.chunkwise.loop_precision`). ``fused_ok``: ``loop_body`` is the baseline's, so the Triton
     kernels may run instead (pass False with any other loop). The kernels always accumulate in fp32 with dots in
     the precision of q's dtype, whatever the autocast state."""
-    if _use_kernel(backend, q.device, chunk_size, q.shape[-1], fused_ok):
+    kernels = _use_kernel(backend, q.device, chunk_size, q.shape[-1], fused_ok)
+    _record("delta_rule", kernels, q, k, v, None, beta)
+    if kernels:
         from deltanet.ops.delta_rule.chunk import chunk_delta_rule
 
         return chunk_delta_rule(q, k, v, beta, chunk_size=chunk_size, scale=scale, initial_state=initial_state)
@@ -107,7 +133,9 @@ def gated_delta_rule(
     loop_precision: str = "fp32",
 ) -> tuple[Tensor, Tensor]:
     """Gated delta rule through the chosen backend (see :func:`delta_rule`)."""
-    if _use_kernel(backend, q.device, chunk_size, q.shape[-1], fused_ok):
+    kernels = _use_kernel(backend, q.device, chunk_size, q.shape[-1], fused_ok)
+    _record("gated_delta_rule", kernels, q, k, v, g, beta)
+    if kernels:
         from deltanet.ops.gated_delta_rule.chunk import chunk_gated_delta_rule
 
         return chunk_gated_delta_rule(

@@ -11,7 +11,9 @@ whose steps are the helpers of ``deltanet.ops.chunkwise``, re-exported here::
 Row r of ``A_i u_i`` is q_r · Σ_{c≤r} k_cᵀ u_c, i.e. the read of the intra-chunk writes; so a variant that changes
 *what is written* (a gate, a norm, a top-k on u) changes u in both places, and one that changes only *how the
 chunk attends* changes A_i alone. All tensors here are heads-first ``[B, H, C, ...]`` fp32; padding rows have
-k = v = β = 0, hence zero rows in W, U and u, and they never write to the state.
+k = v = β = 0, hence zero rows in W, U and u, and they never write to the state. Under ``loop_precision: autocast``
+the matmuls' outputs are bf16; the softmax and the row norms below take their input in fp32 and return fp32 on any
+device, as CUDA autocast runs them (CPU autocast would keep bf16: docs/deltanet-math.md §7).
 """
 
 from __future__ import annotations
@@ -49,10 +51,10 @@ def state_delta(chunk: Chunk, u: Tensor) -> Tensor:
 def causal_softmax(logits: Tensor, allowed: Tensor) -> Tensor:
     """Row softmax of ``logits`` over ``allowed`` entries only (others get exactly 0).
 
-    A row with no allowed entry gives a zero row, never NaN (masked logits are the dtype's minimum, not −inf, and
-    the result is multiplied by the mask).
+    Computed in fp32. A row with no allowed entry gives a zero row, never NaN (masked logits are fp32's minimum,
+    not −inf, and the result is multiplied by the mask).
     """
-    masked = logits.masked_fill(~allowed, torch.finfo(logits.dtype).min)
+    masked = logits.float().masked_fill(~allowed, torch.finfo(torch.float32).min)
     return masked.softmax(dim=-1) * allowed
 
 
@@ -80,18 +82,19 @@ def cosine_scores(chunk: Chunk, eps: float) -> Tensor:
 
 def l2_normalize(x: Tensor, eps: float) -> Tensor:
     """x / (‖x‖₂ + eps) over the last dim; a zero row stays zero with a zero (not NaN) gradient."""
+    x = x.float()
     norm = x.pow(2).sum(dim=-1, keepdim=True).clamp_min(1e-30).sqrt()
     return x / (norm + eps)
 
 
 def layer_norm(x: Tensor, eps: float) -> Tensor:
     """Parameter-free layer norm over the last dim: (x − mean) / sqrt(var + eps)."""
-    return F.layer_norm(x, x.shape[-1:], eps=eps)
+    return F.layer_norm(x.float(), x.shape[-1:], eps=eps)
 
 
 def row_rms(x: Tensor) -> Tensor:
     """sqrt(mean(x²)) over the last dim, keepdim; differentiable at zero rows (gradient 0 there)."""
-    return x.pow(2).mean(dim=-1, keepdim=True).clamp_min(1e-30).sqrt()
+    return x.float().pow(2).mean(dim=-1, keepdim=True).clamp_min(1e-30).sqrt()
 
 
 def valid_rows(chunk: Chunk) -> Tensor:
