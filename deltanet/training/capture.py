@@ -13,7 +13,8 @@ What capture needs, and how the engine gives it (PyTorch docs, "CUDA Graphs", wh
 
 A shape outside ``shapes`` (the short last batch of an epoch, which MAD keeps) runs eagerly. If capture fails, one
 line names the cause and every later call runs eagerly: a long job never dies of an optimisation. A capture that
-failed after it had begun also turns capture off for the rest of the process (:func:`record`).
+failed after it had begun also turns capture off for the rest of the process (``process_failure``): torch 2.11
+leaves state behind that Python cannot undo (``CapturedStep._record``).
 """
 
 from __future__ import annotations
