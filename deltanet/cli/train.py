@@ -6,7 +6,8 @@
 
 The engine is :mod:`deltanet.training` (protocol, run loop, job, provenance). This module parses and checks the
 arguments: a bad one (unknown variant, task or scale, malformed config, unwritable output, no CUDA) prints one
-``deltanet train: error: ...`` line and exits 2. Exit codes: 0 done (diverged runs included), 2 bad arguments.
+``deltanet train: error: ...`` line and exits 2. Exit codes: 0 done (diverged runs included), 1 an output could not be
+written, 2 bad arguments, 143 stopped by SIGTERM (1 and 143 with the line saying where a rerun resumes).
 
 glibc malloc fix (``docs/cpu-notes.md`` §1): the variables must be in the environment at process start,
 so when they are missing and torch is not imported yet (a command-line start), ``main`` re-executes the process
@@ -122,8 +123,12 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(err).split())  # one line, even for multi-line YAML parser messages
         print(f"deltanet train: error: {message}", file=sys.stderr)
         return EXIT_BAD_ARGS
-    from deltanet.training.job import run_job
+    from deltanet.training.job import JobStopped, run_job
 
-    run_job(job)
+    try:
+        run_job(job)
+    except JobStopped as stop:
+        print(f"deltanet train: {stop}", file=sys.stderr, flush=True)
+        return stop.exit_code
     return 0
 

@@ -10,6 +10,7 @@ onto the group's device, and never deleted when it cannot be used.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
@@ -28,7 +29,11 @@ class UnusableCheckpoint(ValueError):
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
-    write_atomically(path, lambda tmp: torch.save(payload, tmp), "checkpoint")
+    """Serialised in memory, then written by Python, so a full disk is reported as the OS says it (torch's own
+    writer reports it as an unexpected file position)."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_atomically(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()), "checkpoint")
 
 
 def write_atomically(path: Path, write, what: str) -> None:

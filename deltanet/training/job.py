@@ -218,8 +218,24 @@ def _run_job(job: Job, hooks: JobHooks, progress: Progress) -> None:
     df = _frame(rows)
     validate_runs(df, str(job.out))
     _write_parquet(df, job.out)
-    shutil.rmtree(job.ckpt_dir, ignore_errors=True)
     log(f"wrote {len(df)} runs to {job.out}")
+    _remove_ckpt_dir(job.ckpt_dir)
+
+
+def _remove_ckpt_dir(ckpt_dir: Path) -> None:
+    """Remove the finished job's checkpoint dir, except the checkpoints set aside as unusable (named in a line)."""
+    kept = []
+    for path in ckpt_dir.iterdir():
+        if ".unusable" in path.name:
+            kept.append(path.name)
+        elif path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if kept:
+        log(f"kept what was set aside in {ckpt_dir}: {', '.join(sorted(kept))}")
+    else:
+        ckpt_dir.rmdir()
 
 
 def _plan(job: Job) -> tuple[list, list[tuple]]:
