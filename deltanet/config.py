@@ -63,7 +63,7 @@ def checked_config(config: object, source: str) -> dict:
     ``source``), each scale's model resolved against its fidelity profile. The CLI and the workflow both use it."""
     config = coerce_to_schema(config)
     validate_config(config, source=source)
-    return resolve_profiles(config)
+    return resolve_profiles(with_defaults(config))
 
 
 # What a string must look like to count as a number of each schema type (YAML 1.2 / Python spellings).
@@ -129,6 +129,14 @@ def validate_config(config: object, source: str = "config") -> None:
                 task_settings(task, scale_def["grid"], overrides)
             except ValueError as err:
                 raise ConfigError(f"{source}: key 'scales.{name}.task_overrides.{task}': {err}") from err
+
+
+def with_defaults(config: dict) -> dict:
+    """Top-level keys the config may leave out, set to their schema ``default`` (in place)."""
+    for key, node in config_schema()["properties"].items():
+        if "default" in node:
+            config.setdefault(key, node["default"])
+    return config
 
 
 def resolve_profiles(config: dict) -> dict:

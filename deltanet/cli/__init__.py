@@ -24,6 +24,7 @@ COMMANDS = {
     "verify-kernels": ("deltanet.cli.verify_kernels", "main", "check the Triton kernels against the naive ops"),
     "aggregate": ("deltanet.aggregate", "main", "aggregate run parquet files into the accuracies table"),
     "report": ("deltanet.report", "main", "render the analysis report"),
+    "gpu-slot": ("deltanet.cli.gpu_slot", "main", "run a workflow job in a GPU slot of this machine"),
 }
 
 

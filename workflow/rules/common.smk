@@ -7,6 +7,7 @@ files of other variants and other tasks, so editing one variant reruns only its 
 
 import hashlib
 import json
+import os
 import re
 from functools import cache
 from pathlib import Path
@@ -19,7 +20,13 @@ from snakemake.settings.types import DeploymentMethod
 from deltanet.config import ConfigError, checked_config, read_yaml
 from deltanet.import_graph import closure, command_roots, source_files
 from deltanet.io import write_text_atomic
-from deltanet.machine import nvidia_gpu_visible, triton_interpreter_requested
+from deltanet.gpu_slots import SLOTS_ENV, SlotError, plan_slots
+from deltanet.machine import (
+    NvidiaSmiError,
+    nvidia_gpu_visible,
+    nvidia_gpus,
+    triton_interpreter_requested,
+)
 from deltanet.selection import resolve_scale, selected
 from deltanet.tasks import TASK_IDS, get_task, task_settings
 from deltanet.variants.catalog import check_known, variant_mixer, variant_names
@@ -143,6 +150,71 @@ def check_runnable_here(config, scale):
             "kernels 'triton' needs an NVIDIA GPU and this machine, where the jobs would run, has none: "
             "use --config kernels=auto (Triton on CUDA, naive elsewhere) or kernels=naive"
         )
+
+
+# Jobs read their slots from this variable only where this run plans them (gpu_slot_plan): one left in the shell of
+# the user or of a submitting host must never reach a job.
+os.environ.pop(SLOTS_ENV, None)
+
+
+def jobs_run_here():
+    """Whether this Snakemake process runs its jobs on this machine (not a cluster executor or a job step it started).
+
+    A dry run executes through Snakemake's local "dryrun" plugin whatever the executor asked for; the one trace left
+    of a remote one is ``use_threads``, which Snakemake forces on for it (a local dry run with --force-use-threads
+    is taken for a remote one: it prints no plan).
+    """
+    if not workflow.is_main_process:
+        return False
+    if workflow.dryrun:
+        return not workflow.execution_settings.use_threads
+    return workflow.local_exec
+
+
+@cache
+def gpu_slot_plan(scale):
+    """Plan the GPU slots of this machine for the local GPU jobs (deltanet/gpu_slots.py), once per run; returns the
+    line that refuses bad input (nvidia-smi failing or hanging, a CUDA_VISIBLE_DEVICES naming GPUs that do not
+    exist), or None.
+
+    Prints the plan, caps Snakemake's ``gpu`` resource at the slot count (or keeps a smaller ``--resources gpu=N``)
+    and hands the plan to the jobs in SLOTS_ENV. Under a cluster executor, or in the job step it starts, nothing:
+    the scheduler picks each job's GPU.
+    """
+    if not jobs_run_here():
+        return None
+    try:
+        gpus = nvidia_gpus()
+        if not gpus:
+            logger.warning(
+                f"GPU plan: none (no nvidia-smi on this machine): the GPU jobs of scale '{scale}' cannot run here"
+            )
+            return None
+        plan = plan_slots(
+            gpus,
+            config["jobs_per_gpu"],
+            os.environ.get("CUDA_VISIBLE_DEVICES"),
+            str(Path("results/.gpu-slots").resolve()),
+        )
+    except (NvidiaSmiError, SlotError) as err:
+        return f"GPU plan for scale '{scale}': {err}"
+    slots = len(plan.slots)
+    given = workflow.global_resources.get("gpu").value
+    at_a_time = slots if given is None else min(given, slots)
+    workflow.register_resource("gpu", at_a_time)
+    os.environ[SLOTS_ENV] = plan.to_env()
+    capped = f" (--resources gpu={given})" if at_a_time < slots else ""
+    logger.warning(plan.describe(at_a_time) + capped)
+    return None
+
+
+def gpu_slots_planned(wildcards):
+    """Input function of the GPU rules that names no file: plans the slots as the DAG is built, the first moment
+    Snakemake knows its executor (a dry run included). Bad input fails the DAG build, before any job or file; raised
+    here, so that Snakemake's report of it ends a few lines after the cause."""
+    if gpus(wildcards) > 0 and (refusal := gpu_slot_plan(wildcards.scale)):
+        raise WorkflowError(refusal)
+    return []
 
 
 def report_failed_jobs():

@@ -3,6 +3,7 @@ rule verify_kernels:
     input:
         sources=command_sources("verify-kernels"),
         image=image_input(),
+        gpu_slots=gpu_slots_planned,
     output:
         table="results/{scale}/kernels/verify.parquet",
         summary=report(
@@ -25,5 +26,6 @@ rule verify_kernels:
         device=device,
         quick=quick_on_cpu,
     shell:
-        "python -m deltanet verify-kernels --out {output.table} --summary {output.summary}"
+        "python -m deltanet gpu-slot --gpus {resources.gpu} --"
+        " python -m deltanet verify-kernels --out {output.table} --summary {output.summary}"
         " --device {params.device} {params.quick} > {log} 2>&1"

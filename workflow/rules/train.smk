@@ -4,6 +4,7 @@ rule train:
         verified=rules.verify_kernels.output.table,
         sources=train_sources,
         image=image_input(),
+        gpu_slots=gpu_slots_planned,
     output:
         runs="results/{scale}/runs/{variant}/{task}.parquet",
     log:
@@ -30,8 +31,10 @@ rule train:
         seeds=canonical(config["seeds"]),
         kernels=config["kernels"],
     shell:
+        # gpu-slot: on a GPU machine, a slot and CUDA_VISIBLE_DEVICES of the job's own (deltanet/gpu_slots.py).
         # glibc keeps large freed buffers instead of returning them to the OS on every step (CPU speed).
         "MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184"
+        " python -m deltanet gpu-slot --gpus {resources.gpu} --"
         " python -m deltanet train --variant {wildcards.variant} --task {wildcards.task}"
         " --config {params.config} --scale {wildcards.scale} --out {output.runs} --threads {threads}"
         " --cache-dir {params.cache_dir}"
