@@ -115,7 +115,9 @@ def plan(out: Path, gpu: bool) -> list[Part]:
     throughput = [py, str(bench / "train_throughput.py"), *scale, "--json", str(out / "throughput.json")]
     protocol = [py, str(bench / "protocol_cost.py"), *scale, "--epochs", "2",
                 "--throughput", str(out / "throughput.json"), "--json", str(out / "protocol_cost.json")]  # fmt: skip
-    cuda_tests = [py, "-m", "pytest", "-m", "cuda", "-k", "not verify_full_grid", "-q", "-ra", str(REPO / "tests")]
+    # -o addopts=: in this one process (pyproject.toml's -n needs pytest-xdist, which a bare CUDA image lacks)
+    cuda_tests = [py, "-m", "pytest", "-o", "addopts=", "-m", "cuda", "-k", "not verify_full_grid", "-q", "-ra",
+                  str(REPO / "tests")]  # fmt: skip
     verify = [py, str(bench / "gpu_check.py"), "--device", "cuda" if gpu else "cpu", *([] if gpu else ["--quick"])]
     if gpu:
         throughput += ["--steps", "2", "--warmup", "1"]

@@ -93,7 +93,7 @@ def test_figures_come_first_correctness_once_and_the_limits_fit_the_budget(tmp_p
     assert sum("--verify-shard" in c for c in commands) == len(parts[-1].commands) > 1  # the one verification
     assert not any(c.startswith("-m deltanet") for c in commands)  # never the same grid twice:
     assert [c for c in commands if c.startswith("-m pytest")] == [
-        f"-m pytest -m cuda -k not verify_full_grid -q -ra {REPO / 'tests'}"]  # its full grid is left out
+        f"-m pytest -o addopts= -m cuda -k not verify_full_grid -q -ra {REPO / 'tests'}"]  # its full grid is left out
     assert gpu_check.default_budget(parts) == gpu_check.SETUP_S + sum(p.limit_s for p in parts)
     if gpu:
         assert gpu_check.default_budget(parts) <= gpu_check.CALL_S == 9 * 60

@@ -7,7 +7,7 @@ failure was resubmitted and succeeded, the light rules never reached SLURM, the 
 teardown left none of the test's SLURM processes behind (and no other process was touched).
 
 It needs root (daemons, apt-get install of slurm-wlm/munge when missing) and is skipped with the reason
-otherwise. Run it alone: `python -m pytest tests/slurm -ra -s` (-s prints the measured timings).
+otherwise. Run it alone: `python -m pytest tests/slurm -ra -s -n 0` (-s -n 0 prints the measured timings).
 """
 
 from __future__ import annotations
