@@ -15,14 +15,16 @@ ignored):
 
 with tokens = (train + test examples) · seq_len, groups_per_setting = 1 fused (|lrs| · |weight decays| · |seeds|
 with ``fuse_runs: false``), t_epoch the group's epoch, and ratio(model) the model's run-token throughput relative to
-``delta_net_4layer`` in the jobs' engine (``benchmarks/train_throughput.py --json``; 1 for every model when not
-given). Each task's figure and the total are printed as rows (``rows.emit``) as soon as they are known.
+``delta_net_4layer`` in the jobs' engine (``benchmarks/train_throughput.py --json``; without it every model is
+assumed to cost the baseline's, and the result says so; a model whose ratio is missing or NaN leaves the total
+unknown, never filled in). Each task's figure and the total are printed as rows (``rows.emit``) as soon as they are known.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -76,7 +78,9 @@ def epoch_seconds(config: dict, scale: str, task: str, epochs: int, device: torc
     return seconds if steps is None else seconds * full_batches / (2 * steps)
 
 
-def protocol_gpu_hours(config: dict, scale: str, per_task: dict[str, float], ratios: dict[str, float]) -> dict:
+def protocol_gpu_hours(config: dict, scale: str, per_task: dict[str, float], ratios: dict[str, float] | None) -> dict:
+    """The extrapolation above. ``ratios`` None: every model assumed to cost the baseline's (said in the result);
+    a model whose ratio is missing or NaN is listed in ``missing_ratios`` and the total is NaN, never filled in."""
     scale_cfg = config["scales"][scale]
     optim = scale_cfg["optim"]
     runs_per_setting = len(optim["lrs"]) * len(optim["weight_decays"]) * len(config["seeds"])
@@ -90,9 +94,12 @@ def protocol_gpu_hours(config: dict, scale: str, per_task: dict[str, float], rat
             per_model_seconds += groups_per_setting * optim["max_epochs"] * t_epoch * tokens(setting) / base
             n_runs += runs_per_setting
     models = variant_names()
-    hours = sum(per_model_seconds / ratios.get(m, 1.0) for m in models) / 3600
+    missing = [] if ratios is None else [m for m in models if not 0 < ratios.get(m, math.nan) < math.inf]
+    known = {m: 1.0 if ratios is None else ratios[m] for m in models if m not in missing}
+    hours = sum(per_model_seconds / ratio for ratio in known.values()) / 3600 if not missing else math.nan
     return {"models": len(models), "runs_per_model": n_runs, "gpu_hours_upper_bound": hours,
-            "baseline_model_hours": per_model_seconds / 3600}  # fmt: skip
+            "baseline_model_hours": per_model_seconds / 3600, "ratios": "assumed 1" if ratios is None else "measured",
+            "missing_ratios": missing}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     config = load_config(args.config)
     device = training_device(args.device)
-    ratios = {}
+    ratios = None
     if args.throughput:
-        ratios = {m: v["ratio"] for m, v in json.loads(Path(args.throughput).read_text()).items() if v["ratio"] > 0}
+        ratios = {m: v["ratio"] for m, v in json.loads(Path(args.throughput).read_text()).items()}
     per_task = {}
     tasks = args.tasks.split(",") if args.tasks else TASK_IDS
     expect("task", [*tasks, "protocol"])
@@ -123,8 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| task | s/epoch of a group (baseline setting, {BASELINE}) |\n|---|---:|")
     for task, seconds in per_task.items():
         print(f"| {task} | {seconds:.2f} |")
+    cost = (f"{total['gpu_hours_upper_bound']:.1f} GPU-hours (upper bound; model ratios {total['ratios']})"
+            if not total["missing_ratios"] else f"not known: {len(total['missing_ratios'])} models have no throughput "
+            f"ratio ({', '.join(total['missing_ratios'][:3])}{', …' if len(total['missing_ratios']) > 3 else ''})")
     print(f"\nWhole protocol, scale {args.scale} ({total['models']} models × {total['runs_per_model']} runs, "
-          f"every run to max_epochs): {total['gpu_hours_upper_bound']:.1f} GPU-hours (upper bound)")
+          f"every run to max_epochs): {cost}")
     if args.json:
         Path(args.json).write_text(json.dumps({"seconds_per_epoch": per_task, **total}, indent=1))
     return 0

@@ -15,9 +15,11 @@ member, cross-entropy, backward, the stacked AdamW step. Engines:
 - ``captured``: the fused group with its step replayed from a CUDA graph (CUDA only; warm-up calls included).
 
 run-tokens/s = members · batch · seq · steps / seconds. Each (model, engine) row is printed as soon as it is measured
-(``rows.emit``); ``ratio`` is the model's figure over the baseline's in the same engine. ``--json`` writes
-{model: {"solo", "fused", "captured", "job_engine", "ratio"}}: ``job_engine`` is the engine a job runs on this device
-(captured on CUDA, fused elsewhere) and ``ratio`` its ratio to the baseline, which ``protocol_cost.py`` reads.
+(``rows.emit``); ``ratio`` is the model's figure over the baseline's in the same engine, ``replayed`` whether the
+steps really ran from a CUDA graph (a failed capture runs eagerly and says so), a failed model's figure is NaN.
+``--json`` is rewritten after each model with {model: {"solo", "fused", "captured", "job_engine", "ratio",
+"replayed"}}: ``job_engine`` is the engine a job runs on this device (captured on CUDA, fused elsewhere) and
+``ratio`` its ratio to the baseline, which ``protocol_cost.py`` reads.
 """
 
 from __future__ import annotations
@@ -36,30 +38,27 @@ import torch  # noqa: E402
 from rows import emit, expect  # noqa: E402  (benchmarks/ is this script's folder)
 
 from deltanet.config import load_config  # noqa: E402
-from deltanet.model import ModelConfig, build_model  # noqa: E402
-from deltanet.training.capture import WARMUP_CALLS, CapturedStep  # noqa: E402
+from deltanet.io import write_text_atomic  # noqa: E402
+from deltanet.training.capture import WARMUP_CALLS  # noqa: E402
 from deltanet.training.device import DEVICE_CHOICES, training_device  # noqa: E402
-from deltanet.training.fused import FusedModel  # noqa: E402
-from deltanet.training.loop import autocast_dtype, train_step  # noqa: E402
-from deltanet.training.optim import StackedAdamW  # noqa: E402
+from deltanet.training.loop import Group, GroupPlan, RunPlan  # noqa: E402
 from deltanet.variants import variant_names  # noqa: E402
 
 BASELINE = "delta_net_4layer"
 ENGINES = ("solo", "fused", "captured")
 
 
-def group_step(cfg: ModelConfig, members: int, batch: int, seq: int, device: torch.device, amp, capture: bool):
-    """The job's step for a group of ``members`` built from ``cfg``: a function of no arguments, on fixed batches."""
-    models = []
-    for seed in range(members):
-        torch.manual_seed(seed)
-        models.append(build_model(cfg).to(device))
-    fused = FusedModel.stack(models)
-    optimizer = StackedAdamW(fused.parameters(), lr=[1e-3] * members, weight_decay=[0.0] * members)
-    tokens = torch.randint(0, cfg.vocab_size, (members, batch, seq + 1), device=device)
+def job_group(cfg: dict, variant: str, members: int, seq: int, vocab: int, device: torch.device, capture: bool):
+    """A job's group of ``members`` runs of ``variant`` (``deltanet/training/loop.py``'s ``Group``: the jobs' build,
+    optimiser and steps), and its training step on fixed batches, a function of no arguments."""
+    scale = cfg["scales"][cfg["scale"]]
+    runs = [RunPlan(i, 1e-3, 0.0, i) for i in range(1, members + 1)]
+    plan = GroupPlan(runs, members, "throughput", vocab, {**scale["model"], "variant": variant,
+                     "kernels": cfg["kernels"]}, False, scale["optim"], device)  # fmt: skip
+    group = Group(plan, runs, seq, capture)
+    tokens = torch.randint(0, vocab, (members, scale["optim"]["batch_size"], seq + 1), device=device)
     x, y = tokens[..., :-1].contiguous(), tokens[..., 1:].contiguous()
-    step = CapturedStep(lambda a, b: train_step(fused, optimizer, a, b, amp), capture, {tuple(x.shape)}, "step")
-    return lambda: step(x, y)
+    return group, lambda: group.step(x, y)
 
 
 def run_tokens_per_second(step, tokens_per_step: int, steps: int, warmup: int, device: torch.device):
@@ -77,6 +76,39 @@ def run_tokens_per_second(step, tokens_per_step: int, steps: int, warmup: int, d
         torch.cuda.synchronize()
     measured = time.perf_counter() - started
     return tokens_per_step * steps / measured, warm, measured
+
+
+def measure_engines(cfg: dict, variant: str, engines: tuple, members: int, args, device: torch.device) -> dict:
+    """{engine: run-tokens/s (NaN: failed), f"{engine}_detail": the row's other fields} for one model. A captured
+    figure whose steps were not replayed from a graph (capture failed) says so: ``replayed`` false."""
+    figures = {}
+    for engine in engines:
+        r = 1 if engine == "solo" else members
+        warmup = args.warmup + (WARMUP_CALLS + 1 if engine == "captured" else 0)
+        detail = {"members": r, "replayed": False}
+        try:
+            group, step = job_group(cfg, variant, r, args.seq_len, args.vocab_size, device, engine == "captured")
+            tokens_per_step = r * cfg["scales"][cfg["scale"]]["optim"]["batch_size"] * args.seq_len
+            tps, warm, measured = run_tokens_per_second(step, tokens_per_step, args.steps, warmup, device)
+            detail |= {"replayed": group.step.captured and group.step.failure is None, "warmup_s": warm,
+                       "measure_s": measured, "capture_failure": group.step.failure}  # fmt: skip
+        except Exception as err:  # one broken model should not hide the others' numbers
+            tps = math.nan
+            detail["error"] = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+            print(f"{variant} {engine}: failed ({detail['error']})", file=sys.stderr)
+        figures[engine], figures[f"{engine}_detail"] = tps, detail
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return figures
+
+
+def job_figures(figures: dict, job_engine: str) -> dict:
+    """The JSON ``protocol_cost.py`` reads: per model, each engine's figure, the job engine and its ratio to the
+    baseline (NaN when either is missing), and whether the job engine's steps were replayed."""
+    base = figures.get(BASELINE, {}).get(job_engine, math.nan)
+    return {v: {**{e: f for e, f in row.items() if not e.endswith("_detail")}, "job_engine": job_engine,
+                "ratio": row[job_engine] / base, "replayed": row[f"{job_engine}_detail"]["replayed"]}
+            for v, row in figures.items()}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,42 +135,26 @@ def main(argv: list[str] | None = None) -> int:
         names.insert(0, BASELINE)
     engines = ENGINES if device.type == "cuda" else ENGINES[:2]
     job_engine = engines[-1]
-    batch, seq, amp = optim["batch_size"], args.seq_len, autocast_dtype(optim.get("precision", "auto"), device)
+    batch, seq = optim["batch_size"], args.seq_len
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"# training throughput, scale {args.scale}: {scale['model']}, batch {batch}, seq {seq}, vocab "
           f"{args.vocab_size}, fused groups of {members}, {args.steps} timed steps after {args.warmup} warm-up "
           f"(+{WARMUP_CALLS} before capture), {name}\n")  # fmt: skip
     expect("row", [f"{v}/{e}" for v in names for e in engines])
-    figures: dict[str, dict[str, float]] = {}
+    figures: dict[str, dict] = {}
     for variant in names:
-        cfg = ModelConfig(vocab_size=args.vocab_size, variant=variant, **scale["model"], kernels=config["kernels"],
-                          max_length=seq)  # fmt: skip
-        figures[variant] = {}
+        figures[variant] = measure_engines(config | {"scale": args.scale}, variant, engines, members, args, device)
         for engine in engines:
-            r = 1 if engine == "solo" else members
-            warmup = args.warmup + (WARMUP_CALLS + 1 if engine == "captured" else 0)
-            try:
-                step = group_step(cfg, r, batch, seq, device, amp, capture=engine == "captured")
-                tps, warm, measured = run_tokens_per_second(step, r * batch * seq, args.steps, warmup, device)
-            except Exception as err:  # one broken model should not hide the others' numbers
-                tps, warm, measured = math.nan, math.nan, math.nan
-                print(f"{variant} {engine}: failed ({type(err).__name__}: {err})", file=sys.stderr)
-            figures[variant][engine] = tps
-            base = figures[BASELINE][engine]
-            emit(row=f"{variant}/{engine}", model=variant, engine=engine, members=r, run_tokens_per_second=tps,
-                 ratio=tps / base, warmup_s=warm, measure_s=measured)  # fmt: skip
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            tps, base = figures[variant][engine], figures[BASELINE][engine]
+            emit(row=f"{variant}/{engine}", model=variant, engine=engine, run_tokens_per_second=tps,
+                 ratio=tps / base, **figures[variant][f"{engine}_detail"])  # fmt: skip
+        if args.json:  # rewritten after each model: a run stopped at its time limit keeps what it measured
+            write_text_atomic(args.json, json.dumps(job_figures(figures, job_engine), indent=1))
     print(f"| model | {' | '.join(f'{e} run-tokens/s' for e in engines)} | fused / solo | "
           f"{job_engine} vs {BASELINE} |\n|---|{'---:|' * (len(engines) + 2)}")  # fmt: skip
-    for variant, row in figures.items():
+    for variant, row in job_figures(figures, job_engine).items():
         cells = " | ".join(f"{row[e]:,.0f}" for e in engines)
-        print(f"| {variant} | {cells} | {row['fused'] / row['solo']:.2f} | "
-              f"{row[job_engine] / figures[BASELINE][job_engine]:.3f} |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({v: {**row, "job_engine": job_engine, "ratio": row[job_engine] / figures[BASELINE][job_engine]}
-                       for v, row in figures.items()}, f, indent=1)  # fmt: skip
+        print(f"| {variant} | {cells} | {row['fused'] / row['solo']:.2f} | {row['ratio']:.3f} |")
     return 0
 
 

@@ -144,7 +144,8 @@ def reset_peak_memory(device: torch.device) -> None:
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """CUDA: max memory allocated by tensors since the run started. CPU: the process's max RSS (whole job)."""
+    """CUDA: max memory allocated by tensors since the last :func:`reset_peak_memory` (a group starts it). CPU: the
+    process's max RSS (whole job)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
