@@ -4,19 +4,25 @@
 
 On one CUDA GPU, in this order, each part with its own time limit (``plan``):
 
-1. kernel compile: ``benchmarks/kernels.py --warm I/8`` in 8 processes at once — compiles (and lets fla autotune)
+1. cuda tests: ``pytest -m cuda -v`` first, so a failure shows its traceback before any limit (the full-grid
+   verification is left out: part 9 runs it): captured steps equal eager ones, a real capture failure falls back
+   safely, a group resumed on CUDA equals an uninterrupted one, the kernels in bf16;
+2. kernel compile: ``benchmarks/kernels.py --warm I/8`` in 8 processes at once — compiles (and lets fla autotune)
    every kernel the next part times, filling the Triton cache; a fresh machine compiles each specialisation on
    first use (~10–15 s each), so this is most of what the kernel figures cost;
-2. kernels: ``benchmarks/kernels.py`` — ours, fla and the naive loop at the full scale's job shapes (DeltaNet 4×32,
+3. kernels: ``benchmarks/kernels.py`` — ours, fla and the naive loop at the full scale's job shapes (DeltaNet 4×32,
    Gated DeltaNet 6×256/512, chunk 32, batch 128, T 128…1024) and the goal shape, bf16, each with its error against
    the fp32 naive loop;
-3. train throughput: ``benchmarks/train_throughput.py --scale full`` — run-tokens/s of every model solo, fused and
-   fused + captured (the jobs' engine), ratio to the baseline;
-4. protocol cost: ``benchmarks/protocol_cost.py --scale full`` — one epoch of a job's fused group per task, the
-   protocol in GPU-hours with the jobs' engine;
-5. cuda tests: ``pytest -m cuda`` without the full-grid verification (the next part runs it): captured steps equal
-   eager ones, a failing capture falls back, the kernels in bf16;
-6. verify-kernels: the full grid of ``deltanet verify-kernels --device cuda`` (fp32/fp16/bf16), one row per case, in
+4. engine check: ``benchmarks/engine_check.py --scale full`` — captured vs eager losses on the kernel path (with an
+   eager-vs-eager control) and the dtypes reaching the op, for the baseline, a loop variant and Gated DeltaNet;
+5. train throughput: ``benchmarks/train_throughput.py --scale full`` — run-tokens/s of every model solo, fused and
+   fused + captured (the jobs' engine; ``replayed`` says whether a graph really ran), ratio to the baseline;
+6. protocol cost: ``benchmarks/protocol_cost.py --scale full`` — one epoch of a job's fused group per task, the
+   protocol in GPU-hours with the jobs' engine (unknown, not guessed, where a model's ratio is missing);
+7. workflow: ``benchmarks/workflow_e2e.py`` — the workflow itself on the GPU (its slots, verify_kernels, train jobs
+   of three models as fused, captured groups), one train job stopped by SIGTERM mid-epoch and resumed on CUDA, its
+   rows compared with an uninterrupted run's;
+8. verify-kernels: the full grid of ``deltanet verify-kernels --device cuda`` (fp32/fp16/bf16), one row per case, in
    12 processes at once (each case compiles its own specialisation).
 
 ``benchmarks/packing.py`` (1, 4, 8 training processes on one GPU: 63.6 / 194.7 / 193.3 steps/s on 2026-12-04) is no
@@ -107,7 +113,7 @@ def plan(out: Path, gpu: bool) -> list[Part]:
     GPU limits, from the H200 run of 2026-12-04: compilation ~10–15 s per kernel specialisation (8 processes share
     the 8 (shape group, implementation) pairs); 10 kernel rows on a warm cache; throughput took 79 s for one engine
     (now three, 2 timed steps each) and the epochs 61 s; the cuda tests train a few tiny groups; verify-kernels' 54
-    cases are ~5 per process."""
+    cases are ~5 per process. Estimates: this order of parts has not run on a GPU yet."""
     py, bench = sys.executable, REPO / "benchmarks"
     interp = {} if gpu else {"TRITON_INTERPRET": "1"}
     warms, shards = (8, 12) if gpu else (2, 2)
@@ -115,24 +121,30 @@ def plan(out: Path, gpu: bool) -> list[Part]:
     throughput = [py, str(bench / "train_throughput.py"), *scale, "--json", str(out / "throughput.json")]
     protocol = [py, str(bench / "protocol_cost.py"), *scale, "--epochs", "2",
                 "--throughput", str(out / "throughput.json"), "--json", str(out / "protocol_cost.json")]  # fmt: skip
+    engine = [py, str(bench / "engine_check.py"), *scale]
+    workflow = [py, str(bench / "workflow_e2e.py"), "--out", str(out / "workflow")]
     # -o addopts=: in this one process (pyproject.toml's -n needs pytest-xdist, which a bare CUDA image lacks)
-    cuda_tests = [py, "-m", "pytest", "-o", "addopts=", "-m", "cuda", "-k", "not verify_full_grid", "-q", "-ra",
-                  str(REPO / "tests")]  # fmt: skip
+    cuda_tests = [py, "-m", "pytest", "-o", "addopts=", "-m", "cuda", "-k", "not verify_full_grid", "-v",
+                  "--tb=long", "-ra", str(REPO / "tests")]  # fmt: skip
     verify = [py, str(bench / "gpu_check.py"), "--device", "cuda" if gpu else "cpu", *([] if gpu else ["--quick"])]
     if gpu:
         throughput += ["--steps", "2", "--warmup", "1"]
     else:
         throughput += ["--seq-len", "32", "--steps", "1", "--warmup", "1"]
         protocol += ["--steps-per-epoch", "2", "--tasks", "context_recall,memorization"]
+        engine += ["--seq-len", "32", "--steps", "2"]
+        workflow += ["--cpu"]
     return [
-        Part("kernel compile", [[py, str(bench / "kernels.py"), "--warm", f"{i}/{warms}"] for i in range(warms)],
-             80 if gpu else 60, interp),
-        Part("kernels", [[py, str(bench / "kernels.py")]], 70 if gpu else 90, interp),
-        Part("train throughput", [throughput], 140 if gpu else 150),
-        Part("protocol cost", [protocol], 70 if gpu else 150, optional_flag="--throughput"),
         Part("cuda tests", [cuda_tests], 60),
+        Part("kernel compile", [[py, str(bench / "kernels.py"), "--warm", f"{i}/{warms}"] for i in range(warms)],
+             60, interp),
+        Part("kernels", [[py, str(bench / "kernels.py")]], 50 if gpu else 90, interp),
+        Part("engine check", [engine], 40 if gpu else 90, interp),
+        Part("train throughput", [throughput], 100 if gpu else 150),
+        Part("protocol cost", [protocol], 50 if gpu else 150, optional_flag="--throughput"),
+        Part("workflow", [workflow], 90 if gpu else 240),
         Part("verify-kernels", [[*verify, "--verify-shard", f"{i}/{shards}"] for i in range(shards)],
-             100 if gpu else 150, interp),
+             70 if gpu else 150, interp),
     ]  # fmt: skip
 
 
@@ -332,7 +344,7 @@ def summary_markdown(meta: dict, results: list[dict]) -> str:
              (f"{meta['seconds']} s in all" if "seconds" in meta else f"still running: {meta['elapsed_s']} s so far"),
              f"- wheels: {wheels['note']}; missing before: {', '.join(wheels['missing_before']) or 'none'}; "
              f"still missing: {', '.join(wheels['still_missing']) or 'none'}",
-             "- `pytest -m cuda` is not run: its tests repeat verify-kernels' grid", "",
+             "- `pytest -m cuda` runs first, without its full-grid test (the verify-kernels part runs that grid)", "",
              "Warm-up and measuring seconds are summed over a part's rows (over its processes where several run at "
              "once); the rest of its seconds is start-up (imports, data, process launch).", "",
              "| part | status | limit s | seconds | warm-up s | measuring s | rows | not reached |",

@@ -15,7 +15,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import gpu_check  # noqa: E402
 
-PARTS = ["kernel compile", "kernels", "train throughput", "protocol cost", "cuda tests", "verify-kernels"]
+PARTS = ["cuda tests", "kernel compile", "kernels", "engine check", "train throughput", "protocol cost", "workflow",
+         "verify-kernels"]
 
 # emits an announcement of 3 rows and 2 of them, waits until summary.json holds both (the summary is rewritten as
 # rows come, not at the end), starts a grandchild, then hangs past its limit
@@ -85,6 +86,25 @@ def test_a_part_runs_under_what_is_left_of_the_budget_and_is_skipped_without_it(
     assert gpu_check.run_part(failing, tmp_path, deadline=float("inf"))["status"] == "failed (exit 3)"
 
 
+def test_a_missing_or_nan_throughput_ratio_leaves_the_protocol_cost_unknown():
+    import protocol_cost
+
+    from deltanet.config import load_config
+    from deltanet.variants import variant_names
+
+    config, per_task = load_config(REPO / "config.yaml"), {"memorization": 10.0}
+    assumed = protocol_cost.protocol_gpu_hours(config, "full", per_task, None)
+    assert assumed["ratios"] == "assumed 1" and assumed["gpu_hours_upper_bound"] > 0
+    ratios = {m: 1.0 for m in variant_names()}
+    measured = protocol_cost.protocol_gpu_hours(config, "full", per_task, ratios)
+    assert measured["gpu_hours_upper_bound"] == pytest.approx(assumed["gpu_hours_upper_bound"])
+    ratios["gated_delta_net_4layer"] = float("nan")
+    del ratios["delta_net_4layer_rope_qk_in_for_loop"]
+    unknown = protocol_cost.protocol_gpu_hours(config, "full", per_task, ratios)
+    assert unknown["missing_ratios"] == ["delta_net_4layer_rope_qk_in_for_loop", "gated_delta_net_4layer"]
+    assert unknown["gpu_hours_upper_bound"] != unknown["gpu_hours_upper_bound"]  # NaN, never a ratio of 1
+
+
 @pytest.mark.parametrize("gpu", [True, False], ids=["gpu", "cpu"])
 def test_figures_come_first_correctness_once_and_the_limits_fit_the_budget(tmp_path, gpu):
     parts = gpu_check.plan(tmp_path, gpu)
@@ -93,7 +113,7 @@ def test_figures_come_first_correctness_once_and_the_limits_fit_the_budget(tmp_p
     assert sum("--verify-shard" in c for c in commands) == len(parts[-1].commands) > 1  # the one verification
     assert not any(c.startswith("-m deltanet") for c in commands)  # never the same grid twice:
     assert [c for c in commands if c.startswith("-m pytest")] == [
-        f"-m pytest -o addopts= -m cuda -k not verify_full_grid -q -ra {REPO / 'tests'}"]  # its full grid is left out
+        f"-m pytest -o addopts= -m cuda -k not verify_full_grid -v --tb=long -ra {REPO / 'tests'}"]  # no full grid
     assert gpu_check.default_budget(parts) == gpu_check.SETUP_S + sum(p.limit_s for p in parts)
     if gpu:
         assert gpu_check.default_budget(parts) <= gpu_check.CALL_S == 9 * 60
@@ -142,8 +162,9 @@ def test_gpu_check_runs_every_part_at_tiny_shapes_without_a_gpu(tmp_path):
     assert done.returncode == 0, (status, done.stdout + done.stderr)
     assert list(status) == PARTS and set(status.values()) == {"ok"}
     parts = {p["part"]: p for p in summary["parts"]}
-    assert all(parts[name]["rows"] and parts[name]["not_reached"] == []
-               for name in ("kernel compile", "kernels", "train throughput", "protocol cost", "verify-kernels"))
+    assert all(parts[name]["rows"] and parts[name]["not_reached"] == [] for name in PARTS[1:])
+    assert all(row["ok"] for row in parts["workflow"]["rows"]) and all(
+        row["agrees"] and row["op_inputs"] for row in parts["engine check"]["rows"])  # fmt: skip
     assert {r["shape"] for r in parts["kernels"]["rows"]} == {"delta B=1 T=32 H=1 Dk=16 Dv=16 C=16",
                                                               "gated B=1 T=32 H=1 Dk=16 Dv=32 C=16"}  # fmt: skip
     assert all(r["passed"] for r in parts["verify-kernels"]["rows"]) and len(parts["verify-kernels"]["rows"]) == 4

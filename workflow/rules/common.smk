@@ -2,7 +2,8 @@
 
 Snakemake does not track Python modules a command imports, so every rule lists as inputs the package files its
 command loads, derived from the import statements (deltanet/import_graph.py, no torch import). They exclude the
-files of other variants and other tasks, so editing one variant reruns only its jobs.
+files of other variants and other tasks, so editing one variant reruns only its jobs. A train job lists only its own
+variant and task modules; the code all train jobs share enters as a param, a hash of those files (train_shared_code).
 """
 
 import hashlib
@@ -297,13 +298,35 @@ def command_sources(command, *modules):
     return sorted(frozenset().union(*map(files_loaded_by, roots)))
 
 
-def train_sources(wildcards):
-    """The train command with this job's variant and task, nothing of the others."""
-    return command_sources(
-        "train",
+def train_modules(wildcards):
+    return [
         f"deltanet.variants.{wildcards.variant}",
         f"deltanet.tasks.{wildcards.task}",
-    )
+    ]
+
+
+def train_own_sources(wildcards):
+    """The job's own variant and task modules: inputs, so that an edit names the file as the reason to rerun."""
+    return source_files(PACKAGE, train_modules(wildcards))
+
+
+@cache
+def file_sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def train_shared_code(wildcards):
+    """sha256 of the other package files the job runs (ops, model, training, config code, registries, ...).
+
+    A param reruns the jobs when their content changes, as inputs would (Snakemake compares checksums of newer
+    inputs, so a touch reruns neither). As inputs, these 40-odd files x 144 jobs were most of the full-grid DAG build.
+    """
+    own = set(train_own_sources(wildcards))
+    digest = hashlib.sha256()
+    for path in command_sources("train", *train_modules(wildcards)):
+        if path not in own:
+            digest.update(f"{path} {file_sha256(path)}\n".encode())
+    return digest.hexdigest()
 
 
 def train_task_settings(wildcards):
@@ -323,9 +346,11 @@ def device(wildcards):
     return "cuda" if scale_section(wildcards)["resources"]["gpu"] > 0 else "cpu"
 
 
-def quick_on_cpu(wildcards):
-    """On a CPU the Triton kernels only run in the interpreter (training uses the naive ops): the short grid."""
-    return "--quick" if device(wildcards) == "cpu" else ""
+def verify_grid(wildcards):
+    """The scale's ``verify_grid`` (default full); on a CPU the Triton kernels only run in the interpreter (training
+    uses the naive ops): always the short grid."""
+    quick = device(wildcards) == "cpu" or scale_section(wildcards).get("verify_grid", "full") == "quick"
+    return "--quick" if quick else ""
 
 
 def gpus(wildcards):

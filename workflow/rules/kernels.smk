@@ -24,7 +24,7 @@ rule verify_kernels:
         runtime=60,
     params:
         device=device,
-        quick=quick_on_cpu,
+        quick=verify_grid,
     shell:
         "python -m deltanet gpu-slot --gpus {resources.gpu} --"
         " python -m deltanet verify-kernels --out {output.table} --summary {output.summary}"
