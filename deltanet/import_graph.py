@@ -26,6 +26,11 @@ def module_file(package_dir: Path, module: str) -> Path | None:
     return next((path for path in candidates if path.is_file()), None)
 
 
+# Where statements nest (an import is a statement, so expressions need no visit): bodies of functions, classes,
+# if/for/while/with/try and their handlers, match cases.
+_STATEMENT_LISTS = ("body", "orelse", "finalbody", "handlers", "cases")
+
+
 def _imports(nodes, in_function: bool = False):
     """``(import statement, inside a function)`` for each import under ``nodes``, not under ``if TYPE_CHECKING:``."""
     for node in nodes:
@@ -34,8 +39,9 @@ def _imports(nodes, in_function: bool = False):
         elif isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             yield from _imports(node.orelse, in_function)
         else:
-            function = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-            yield from _imports(ast.iter_child_nodes(node), in_function or function)
+            function = in_function or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            for field in _STATEMENT_LISTS:
+                yield from _imports(getattr(node, field, ()), function)
 
 
 @cache

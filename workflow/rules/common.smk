@@ -349,7 +349,10 @@ def device(wildcards):
 def verify_grid(wildcards):
     """The scale's ``verify_grid`` (default full); on a CPU the Triton kernels only run in the interpreter (training
     uses the naive ops): always the short grid."""
-    quick = device(wildcards) == "cpu" or scale_section(wildcards).get("verify_grid", "full") == "quick"
+    quick = (
+        device(wildcards) == "cpu"
+        or scale_section(wildcards).get("verify_grid", "full") == "quick"
+    )
     return "--quick" if quick else ""
 
 

@@ -2,7 +2,7 @@ rule train:
     """Every run (setting x lr x weight decay x seed) of one variant on one task -> one parquet file."""
     input:
         verified=rules.verify_kernels.output.table,
-        sources=train_sources,
+        sources=train_own_sources,
         image=image_input(),
         gpu_slots=gpu_slots_planned,
     output:
@@ -23,6 +23,8 @@ rule train:
         config=job_config_file,
         # generated datasets, shared by every variant of a task (written atomically; safe to delete)
         cache_dir="results/{scale}/datasets",
+        # The package code every train job runs besides its variant and task modules (common.smk).
+        shared_code=train_shared_code,
         # What the job reads from that file; a change here reruns exactly the jobs it concerns.
         task_settings=train_task_settings,
         grid=lambda wc: scale_section(wc)["grid"],
