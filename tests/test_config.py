@@ -108,3 +108,14 @@ def test_load_config_reads_yaml_1_1_floats_and_names_the_line_of_a_syntax_error(
     assert ": not valid YAML (expected ',' or ']', but got " in message
     seeds_line = 1 + text.splitlines().index("seeds: [12345]")
     assert seeds_line < int(message.split(", line ")[1].split(":")[0]) < seeds_line + 5  # where the parser noticed
+
+
+@pytest.mark.parametrize("key, value", [("precision", "fp16"), ("capture", "yes")])
+def test_the_engine_checks_its_choices_against_the_schema(key, value):
+    """The engine's allowed values are the schema's enum (one list), with the schema's own wording."""
+    from deltanet.config import check_choice, config_schema
+
+    allowed = config_schema()["$defs"]["scale"]["properties"]["optim"]["properties"][key]["enum"]
+    assert [check_choice("optim", key, v) for v in allowed] == allowed
+    with pytest.raises(ValueError, match=rf"^optim\.{key} must be one of {', '.join(allowed)}; got '{value}'$"):
+        check_choice("optim", key, value)

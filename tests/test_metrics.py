@@ -60,3 +60,14 @@ def test_perfect_model_scores_one():
 def test_compute_before_update_is_an_error():
     with pytest.raises(ValueError, match="before any update"):
         TaskMetrics(vocab_size=4).compute()
+
+
+def test_one_pass_measures_exactly_the_run_tables_metrics():
+    """``deltanet.runs.METRIC_NAMES`` is the one list: a pass computes each, the run table has test_ and train_ of
+    each, so a new metric cannot be computed and silently dropped."""
+    from deltanet.runs import METRIC_NAMES, RUN_COLUMNS
+
+    m = TaskMetrics(vocab_size=4)
+    m.update(logits_for([[0, 1]]), torch.tensor([[0, 1]]))
+    assert tuple(m.compute()) == METRIC_NAMES
+    assert all(f"{split}_{name}" in RUN_COLUMNS for split in ("test", "train") for name in METRIC_NAMES)

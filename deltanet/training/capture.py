@@ -24,7 +24,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-CAPTURE_MODES = ("auto", "on", "off")
+from deltanet.config import check_choice
+
 WARMUP_CALLS = 3
 
 # Why capture is off for the rest of this process (None while it is allowed); set by the first capture that failed
@@ -34,9 +35,7 @@ process_failure: str | None = None
 
 def capture_enabled(mode: str, device: torch.device, log: Callable[[str], None] = print) -> bool:
     """``optim.capture`` → whether steps are captured on ``device`` (``on`` without CUDA says so and runs eagerly)."""
-    if mode not in CAPTURE_MODES:
-        raise ValueError(f"optim.capture must be one of {', '.join(CAPTURE_MODES)}; got {mode!r}")
-    if mode == "on" and device.type != "cuda":
+    if check_choice("optim", "capture", mode) == "on" and device.type != "cuda":
         log(f"optim.capture: on, but CUDA graphs need a CUDA device ({device.type} here): steps run eagerly")
     return mode != "off" and device.type == "cuda"
 

@@ -34,7 +34,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from deltanet.config import allowed_values
+from deltanet.config import check_choice
 from deltanet.metrics import TaskMetrics
 from deltanet.model import ModelConfig, build_model
 from deltanet.runs import DIVERGED, METRIC_NAMES
@@ -154,10 +154,7 @@ def seed_everything(seed: int) -> None:
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """``optim.precision`` (values: the config schema's) → the autocast dtype on ``device`` (None: plain fp32)."""
-    if precision not in allowed_values("optim", "precision"):
-        raise ValueError(f"optim.precision must be one of {', '.join(allowed_values('optim', 'precision'))}; "
-                         f"got {precision!r}")  # fmt: skip
-    if precision == "auto":
+    if check_choice("optim", "precision", precision) == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
     return torch.bfloat16 if precision == "bf16" else None
 
