@@ -21,6 +21,8 @@ from deltanet.gpu_slots import SLOTS_ENV, SlotError, SlotPlan, plan_slots
 from .helpers import copy_workflow, last_lines, planned_jobs, snakemake, write_config
 from .test_container import STUB as APPTAINER_STUB
 
+# one worker: the workflow tests share one copy of the workflow
+pytestmark = pytest.mark.xdist_group("gpu_slots")
 H100 = "NVIDIA H100 80GB HBM3"
 
 
@@ -36,21 +38,27 @@ def nvidia_smi(bin_dir: Path, n: int = 3, name: str = H100, script: str | None =
 
 # --- deltanet gpu-slot, started by hand -------------------------------------------------------------------------
 
-# Records (CUDA_VISIBLE_DEVICES, start, end) of one job and sleeps; the slot is held while it runs.
+# Records (CUDA_VISIBLE_DEVICES, start, end) of one job; the slot is held while it runs. It waits (up to 30 s) until
+# argv[3] jobs have started, so that a slow start of the others on a busy machine cannot hide a missing slot.
 JOB = """
-import json, os, sys, time
+import glob, json, os, sys, time
 start = time.time()
 open(sys.argv[1] + ".started", "w").close()
+while len(glob.glob(os.path.join(os.path.dirname(sys.argv[1]), "*.started"))) < int(sys.argv[3]):
+    if time.time() > start + 30:
+        break
+    time.sleep(0.05)
 time.sleep(float(sys.argv[2]))
 with open(sys.argv[1], "w") as f:
     json.dump({"gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start, "end": time.time()}, f)
 """
 
 
-def start_in_slot(plan: SlotPlan, record: Path, seconds: float, gpus: int = 1, env_extra=None) -> subprocess.Popen:
+def start_in_slot(plan: SlotPlan, record: Path, seconds: float, gpus: int = 1, env_extra=None,
+                  together: int = 1) -> subprocess.Popen:  # fmt: skip
     env = {**os.environ, SLOTS_ENV: plan.to_env(), **(env_extra or {})}
     cmd = [sys.executable, "-m", "deltanet", "gpu-slot", "--gpus", str(gpus), "--",
-           sys.executable, "-c", JOB, str(record), str(seconds)]  # fmt: skip
+           sys.executable, "-c", JOB, str(record), str(seconds), str(together)]  # fmt: skip
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -65,7 +73,7 @@ def most_at_once(intervals) -> int:
 
 def test_concurrent_jobs_get_distinct_slots_and_never_more_than_allowed(tmp_path):
     plan = SlotPlan((("0", H100), ("2", H100)), 2, None, str(tmp_path / "slots"))
-    procs = [start_in_slot(plan, tmp_path / f"job{i}.json", 5) for i in range(7)]
+    procs = [start_in_slot(plan, tmp_path / f"job{i}.json", 1, together=4) for i in range(7)]
     outputs = [p.communicate(timeout=60)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     jobs = [json.loads((tmp_path / f"job{i}.json").read_text()) for i in range(7)]
