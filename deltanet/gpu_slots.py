@@ -17,6 +17,7 @@ import json
 import os
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,10 +47,7 @@ class SlotPlan:
         return [gpu for _ in range(self.jobs_per_gpu) for gpu in self.gpus]
 
     def describe(self, at_a_time: int) -> str:
-        counts: dict[str, int] = {}
-        for _, name in self.gpus:
-            counts[name] = counts.get(name, 0) + 1
-        gpus = ", ".join(f"{n} × {name}" for name, n in counts.items())
+        gpus = ", ".join(f"{n} × {name}" for name, n in Counter(name for _, name in self.gpus).items())
         visible = "CUDA_VISIBLE_DEVICES unset" if self.visible is None else f"CUDA_VISIBLE_DEVICES={self.visible}"
         per_gpu = f"{self.jobs_per_gpu} job{'s' if self.jobs_per_gpu > 1 else ''} per GPU"
         return (f"GPU plan: {gpus} ({visible}), {per_gpu} → {at_a_time} "
