@@ -248,6 +248,16 @@ def test_bad_gpu_input_is_one_line_before_any_job(workdir, fake_machine, changes
     assert not planned_jobs(run.output) and not (workdir / "results").exists()  # no job started, nothing written
 
 
+def test_a_failing_nvidia_smi_stops_the_run_before_any_job(workdir, tmp_path):
+    said = "Failed to initialize NVML: Driver/library version mismatch"
+    failing = nvidia_smi(tmp_path / "bin", script=f"echo '{said}'\nexit 18\n")
+    run = snakemake(workdir, *TARGETS, "--cores", "2", "--config", "scale=smoke", extra_path=failing, check=False)
+    assert run.returncode == 1
+    line = f"GPU plan for scale 'smoke': nvidia-smi -L failed (exit 18: {said})"
+    assert line in [text.strip() for text in run.output.splitlines()], last_lines(run.output, 12)
+    assert not planned_jobs(run.output) and not (workdir / "results").exists()
+
+
 @pytest.mark.parametrize("visible, jobs_per_gpu, gpus", [(None, 1, {"0", "1", "2"}), ("2,0", 1, {"0", "2"})])
 def test_local_gpu_jobs_run_in_slots_of_their_own_inside_the_container(workdir, fake_machine, tmp_path, visible,
                                                                        jobs_per_gpu, gpus):  # fmt: skip
