@@ -103,7 +103,7 @@ class Progress:
 
     def __init__(self, epochs_left: int):
         self.left, self.done, self.seconds, self.t0 = epochs_left, 0, 0.0, time.perf_counter()
-        self.group, self.ckpt, self.epochs = "", None, None
+        self.group, self.ckpt, self.epochs, self.terminated = "", None, None, False
 
     def epoch(self, epochs: int) -> None:
         self.left, self.done, self.epochs = self.left - 1, self.done + 1, epochs
@@ -152,9 +152,12 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_raises():
-    """Within: SIGTERM raises :class:`Terminated` where the job is (checkpoints are atomic: nothing half-written)."""
+def _sigterm_raises(progress: Progress):
+    """Within: SIGTERM raises :class:`Terminated` where the job is (checkpoints are atomic: nothing half-written).
+    Python drops an exception raised where it cannot propagate (a finaliser, a callback), so the signal is also
+    noted in ``progress`` and the next epoch's end raises it again."""
     def handler(signum, frame):
+        progress.terminated = True
         raise Terminated
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -169,7 +172,7 @@ def run_job(job: Job, hooks: JobHooks | None = None) -> None:
     failed write, with the line that says where a rerun resumes."""
     progress = Progress(0)
     try:
-        with _sigterm_raises():
+        with _sigterm_raises(progress):
             _run_job(job, hooks or JobHooks(), progress)
     except Terminated:
         raise JobStopped(f"stopped by SIGTERM; {progress.resume_point()}", EXIT_TERMINATED) from None
@@ -188,6 +191,8 @@ def _run_job(job: Job, hooks: JobHooks, progress: Progress) -> None:
         progress.epoch(st.epoch)
         log(f"  run {run.index}/{group.total} epoch {st.epoch}/{optim['max_epochs']}  loss {m['train_loss']:.4f}  "
             f"test acc {m['acc']:.4f} ppl {m['ppl']:.4g}  {m['steps_per_second']:.1f} it/s  ETA {progress.eta()}")
+        if progress.terminated:
+            raise Terminated
         if hooks.after_epoch is not None:
             hooks.after_epoch(progress.done)
 

@@ -117,9 +117,8 @@ class RunState:
     train_tokens: int = 0
     result: dict | None = None  # the row's metric/timing columns, once the run has stopped
 
-    def observe(self, epoch: int, stats: EpochStats, loss: float, test: dict, optim: dict) -> tuple[Verdict, dict]:
-        """Record epoch ``epoch`` as the protocol judges it; returns the verdict and the test metrics kept (NaN for
-        a diverged epoch)."""
+    def observe(self, epoch: int, stats: EpochStats, loss: float, test: dict, optim: dict) -> Verdict:
+        """Record epoch ``epoch`` (its test metrics NaN if the run diverged) as the protocol judges it."""
         verdict = judge_epoch(epoch, loss, test, self.best_metrics["ppl"] if self.best_epoch else None,
                               optim["max_epochs"], optim["stop_accuracy"])  # fmt: skip
         test = dict(NAN_METRICS) if verdict.stop_reason == DIVERGED else test
@@ -128,7 +127,7 @@ class RunState:
         if verdict.best:
             self.best_epoch, self.best_metrics = epoch, test
         self.history.append({"epoch": epoch, "train_loss": loss, **{f"test_{k}": v for k, v in test.items()}})
-        return verdict, test
+        return verdict
 
     def finish(self, train: dict, **columns) -> None:
         """The row's metric/timing columns: the best epoch's test metrics, ``train`` (its model's train metrics)."""
@@ -339,26 +338,33 @@ def train_group(plan: GroupPlan, data: TensorData, ckpt: Path, on_epoch: OnEpoch
         runs, epoch = list(group.runs), states[group.runs[0].index].epoch + 1  # live runs started together
         stats = group.train_epoch(data, epoch)
         tests = group.evaluate(data.test_inputs, data.test_targets)
-        stopped, progress = [], {}
+        stopped = [run for run in runs if judge(group, states[run.index], run, epoch, stats, tests[run.index])]
         for run in runs:
-            state = states[run.index]
-            verdict, test = state.observe(epoch, stats, stats.losses[run.index], tests[run.index], plan.optim)
-            state.wall_seconds = prior_wall[run.index] + time.perf_counter() - started
-            if verdict.best:
-                state.best_model = group.member_state(run.index)
-            if verdict.stop_reason is not None:
-                stopped.append(run)
-            progress[run.index] = {"train_loss": stats.losses[run.index],
-                                   "steps_per_second": stats.steps / stats.seconds, **test}  # fmt: skip
+            states[run.index].wall_seconds = prior_wall[run.index] + time.perf_counter() - started
         finish(group, stopped, states, data)
         group.leave(stopped)
         save_checkpoint(ckpt, checkpoint_payload(group, states))
         for run in runs:
-            on_epoch(plan, run, states[run.index], progress[run.index])
+            on_epoch(plan, run, states[run.index], progress(states[run.index], stats))
     return [states[run.index].result for run in plan.runs]
 
 
 OnEpoch = Callable[[GroupPlan, RunPlan, RunState, dict], None]
+
+
+def judge(group: Group, state: RunState, run: RunPlan, epoch: int, stats: EpochStats, test: dict) -> bool:
+    """Run ``run`` observes its epoch (the protocol decides); keeps the model of a new best epoch. True: it stops."""
+    verdict = state.observe(epoch, stats, stats.losses[run.index], test, group.plan.optim)
+    if verdict.best:
+        state.best_model = group.member_state(run.index)
+    return verdict.stop_reason is not None
+
+
+def progress(state: RunState, stats: EpochStats) -> dict:
+    """What a progress line shows of a run's last epoch: its train loss, the group's steps/s, its test metrics."""
+    last = state.history[-1]
+    return {"train_loss": last["train_loss"], "steps_per_second": stats.steps / stats.seconds,
+            **{k.removeprefix("test_"): v for k, v in last.items() if k.startswith("test_")}}  # fmt: skip
 
 
 def finish(group: Group, stopped: list[RunPlan], states: dict[int, RunState], data: TensorData) -> None:
