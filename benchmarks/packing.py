@@ -1,11 +1,13 @@
-"""Packing headroom: aggregate training throughput of N concurrent training processes on one device.
+"""Packing headroom: aggregate training throughput of N concurrent training jobs on one device (``jobs_per_gpu``).
 
     PYTHONPATH=. python benchmarks/packing.py [--procs 1 4 8] [--seconds 20] [--config config.yaml] [--scale full]
         [--task context_recall] [--device auto|cpu|cuda] [--json PATH]
 
-Each process trains the baseline model on random batches at the task's baseline setting of the scale (its batch
-size, sequence length, vocabulary and precision), warms up, then counts steps in the same ``--seconds`` window
-as the others. Aggregate steps/s for N processes ÷ steps/s for 1 = how much packing jobs onto one GPU gains.
+Each process trains what a job trains: the baseline's fused group of the scale's runs (|lrs| · |weight decays| ·
+|seeds|), captured on CUDA, through the engine (``train_throughput.job_group``), on random batches at the task's
+baseline setting (its batch size, sequence length, vocabulary and precision); it warms up, then counts steps in
+the same ``--seconds`` window as the others. Aggregate steps/s for N processes ÷ steps/s for 1 = how much packing
+N jobs onto one GPU (``jobs_per_gpu: N``) gains.
 Each process count's row is printed as soon as it is measured (``rows.emit``: ``procs``, ``steps_per_second``,
 ``gain``, ``late_workers`` = processes still warming up when the window opened, so counting fewer steps), then a
 markdown table.
@@ -26,24 +28,25 @@ sys.path.insert(0, REPO)
 
 from rows import emit, expect  # noqa: E402  (benchmarks/ is this script's folder)
 
+from deltanet.training.device import DEVICE_CHOICES  # noqa: E402  (torch is imported where a device is chosen)
+
 
 def worker(args) -> None:
     """Train steps until ``start_at + seconds``; print the steps done inside the window and 1 if it started late."""
     import torch
     from deltanet.config import load_config
-    from deltanet.model import ModelConfig
     from deltanet.tasks import task_settings
-    from deltanet.training.loop import autocast_dtype
-    from train_throughput import group_step
+    from deltanet.training.device import training_device
+    from train_throughput import BASELINE, job_group
 
-    config = load_config(args.config)
+    config = load_config(args.config) | {"scale": args.scale}
     scale = config["scales"][args.scale]
     fields = task_settings(args.task, "baseline", scale["task_overrides"].get(args.task, {}))[0].fields
-    device = torch.device(args.device)
-    vocab, seq, batch = int(fields["vocab_size"]), int(fields["seq_len"]), scale["optim"]["batch_size"]
-    cfg = ModelConfig(vocab_size=vocab, **scale["model"], kernels=config["kernels"], max_length=seq)
-    one_step = group_step(cfg, 1, batch, seq, device, autocast_dtype(scale["optim"].get("precision", "auto"), device),
-                          capture=False)  # a solo run, uncaptured: what packing processes competes with
+    device = training_device(args.device)
+    members = len(scale["optim"]["lrs"]) * len(scale["optim"]["weight_decays"]) * len(config["seeds"])
+    # a job's group, as a job trains it: its runs fused, its steps captured on CUDA
+    _, one_step = job_group(config, BASELINE, members, int(fields["seq_len"]), int(fields["vocab_size"]), device,
+                            capture=device.type == "cuda")  # fmt: skip
 
     def step():
         one_step()
@@ -69,15 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=os.path.join(REPO, "config.yaml"))
     p.add_argument("--scale", default="full")
     p.add_argument("--task", default="context_recall")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--json", help="also write the figures as JSON to this path")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.device == "auto":
-        import torch
-
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.worker:
         worker(args)
         return 0
