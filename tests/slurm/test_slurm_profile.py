@@ -1,10 +1,10 @@
 """profiles/slurm against a real single-node SLURM (Debian slurm-wlm + munge, started and stopped by the test).
 
 The slow test copies the repository, fills in the profile's site placeholders (partition, account) and the two
-status-polling latencies, runs the workflow on 2 variants x 2 tasks at the tiny scale, and then reads the jobs
-back from slurmctld (MinJobAge keeps finished jobs): every train job asked for a GPU, the injected one-time
-failure was resubmitted and succeeded, the light rules never reached SLURM, the outputs are complete, and the
-teardown left none of the test's SLURM processes behind (and no other process was touched).
+status-polling latencies, runs the workflow on 2 variants x 2 tasks at the tiny scale (cut to one short epoch),
+and then reads the jobs back from slurmctld (MinJobAge keeps finished jobs): every train job asked for a GPU, the
+injected one-time failure was resubmitted and succeeded, the light rules never reached SLURM, the outputs are
+complete, and the teardown left none of the test's SLURM processes behind (and no other process was touched).
 
 It needs root (daemons, apt-get install of slurm-wlm/munge when missing) and is skipped with the reason
 otherwise. Run it alone: `python -m pytest tests/slurm -ra -s -n 0` (-s -n 0 prints the measured timings).
@@ -88,6 +88,11 @@ def copy_repo(dst: Path) -> Path:
             shutil.copy2(src, dst / name)
     config = yaml.safe_load((dst / "config.yaml").read_text())
     config.update(scale="tiny", variants=list(VARIANTS), tasks=list(TASKS))
+    # what SLURM is asked and does is the test, not what the jobs learn: one epoch of 4 steps each
+    tiny = config["scales"]["tiny"]
+    tiny["optim"]["max_epochs"] = 1
+    for task in TASKS:
+        tiny["task_overrides"][task].update(num_train_examples=64, num_test_examples=32)
     (dst / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return dst
 
