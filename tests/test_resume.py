@@ -104,8 +104,8 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_a_rerun_resumes(uninterru
     out.with_suffix(".log").write_text("")
     assert finish(start(config, out, limit_bytes=len(before) // 2)) == 1
     last = out.with_suffix(".log").read_text().splitlines()[-1]
-    assert last == (f"deltanet train: error: could not write the checkpoint {ckpt} ([Errno 27] File too large); the "
-                    f"file there before is intact; a rerun resumes runs 1-2 from {ckpt}")
+    assert last == (f"deltanet train: error: could not write the checkpoint {ckpt} ([Errno 27] File too large); any "
+                    f"earlier file there is intact; a rerun resumes runs 1-2 from {ckpt}")
     assert ckpt.read_bytes() == before and len(list(ckpt.parent.glob(".*.tmp"))) == 0
     assert finish(start(config, out)) == 0
     pd.testing.assert_frame_equal(pd.read_parquet(out).drop(columns=TIMING), expected)

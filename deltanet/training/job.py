@@ -79,8 +79,9 @@ class JobStopped(Exception):
         self.exit_code = exit_code
 
 
-class Terminated(Exception):
-    """SIGTERM arrived (SLURM's time limit or a preemption, ``kill``)."""
+class Terminated(BaseException):
+    """SIGTERM arrived (SLURM's time limit or a preemption, ``kill``). An interruption like KeyboardInterrupt, not
+    an error: no ``except Exception`` on its way (a checkpoint write, say) turns it into one."""
 
 
 def log(msg: str) -> None:
