@@ -35,7 +35,7 @@ def test_smoke_scale_is_the_full_scale_cut_short():
 @pytest.mark.parametrize("task", TASK_IDS)
 def test_every_setting_and_every_model_runs_at_real_shapes(task, tmp_path):
     """Both baselines × every setting of the task (the 66 over all tasks), every other variant × its largest setting:
-    finite, one step each. One test per task, so that the workers share the 264 runs."""
+    finite, one step each. One test per task, so that a failure names its task."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["scales"]["smoke"]["optim"].update(batch_size=2, eval_batch_size=2, precision="bf16", max_steps_per_epoch=1)
     df = pd.DataFrame(smoke(config, "smoke", torch.device("cpu"), variant_names(), [task], tmp_path))

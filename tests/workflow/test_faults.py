@@ -22,8 +22,7 @@ TINY_LR = yaml.safe_load((REPO / "config.yaml").read_text())["scales"]["tiny"]["
 OTHER_LR = 1.0e-4  # the lr of a dry run and of a second, refused Snakemake call
 assert OTHER_LR != TINY_LR
 
-# one worker runs them all: they share the tiny run of the module's workdir (pyproject.toml: --dist loadgroup)
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("faults")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
