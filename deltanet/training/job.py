@@ -26,6 +26,7 @@ import dataclasses
 import json
 import shutil
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -102,8 +103,8 @@ class Progress:
     """Epoch counter for the ETA (an upper bound: every remaining run is assumed to use all its epochs), and where a
     rerun would resume (the group whose checkpoint is being written, and its epochs done)."""
 
-    def __init__(self, epochs_left: int):
-        self.left, self.done, self.seconds, self.t0 = epochs_left, 0, 0.0, time.perf_counter()
+    def __init__(self):
+        self.left, self.done, self.t0 = 0, 0, time.perf_counter()  # left: set once the finished runs are known
         self.group, self.ckpt, self.epochs, self.terminated = "", None, None, False
 
     def epoch(self, epochs: int) -> None:
@@ -161,6 +162,9 @@ def _sigterm_raises(progress: Progress):
         progress.terminated = True
         raise Terminated
 
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set a handler
+        yield
+        return
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
@@ -171,7 +175,7 @@ def _sigterm_raises(progress: Progress):
 def run_job(job: Job, hooks: JobHooks | None = None) -> None:
     """Train every unfinished run of ``job`` and write ``job.out``; raises :class:`JobStopped` on SIGTERM or a
     failed write, with the line that says where a rerun resumes."""
-    progress = Progress(0)
+    progress = Progress()
     try:
         with _sigterm_raises(progress):
             _run_job(job, hooks or JobHooks(), progress)
