@@ -44,7 +44,8 @@ def write_atomically(path: Path, write, what: str) -> None:
             write(tmp)
     except Exception as err:  # noqa: BLE001  whatever the writer raised, the cause is named in one line
         cause = " ".join(str(err).split())[:300] or type(err).__name__
-        raise OutputWriteError(f"could not write the {what} {path} ({cause}); any earlier file there is intact") from err
+        message = f"could not write the {what} {path} ({cause}); any earlier file there is intact"
+        raise OutputWriteError(message) from err
 
 
 def read_checkpoint(path: Path, runs: list[int], device: torch.device) -> dict:

@@ -137,7 +137,8 @@ def _prepare_ckpt_dir(ckpt_dir: Path, identity: dict) -> pd.DataFrame | None:
             found = None
         if found != wanted:
             aside = set_aside(ckpt_dir)
-            log(f"checkpoint dir {ckpt_dir} belongs to a different job configuration: moved to {aside}, starting afresh")
+            log(f"checkpoint dir {ckpt_dir} belongs to a different job configuration: moved to {aside}, "
+                "starting afresh")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     if not marker.exists():
         write_text_atomic(marker, json.dumps({"job_sha256": wanted, **identity}, indent=1, default=str))
@@ -249,7 +250,7 @@ def _remove_ckpt_dir(ckpt_dir: Path) -> None:
 
 
 def _plan(job: Job) -> tuple[list, list[tuple]]:
-    """The job's settings, and its runs in order: (setting, lr, weight decay, seed) for each setting × lr × wd × seed."""
+    """The job's settings, and its runs in order: (setting, lr, weight decay, seed) per setting × lr × wd × seed."""
     scale_cfg = job.config["scales"][job.scale]
     optim, seeds = scale_cfg["optim"], [int(s) for s in job.config["seeds"]]
     settings = task_settings(job.task, scale_cfg["grid"], scale_cfg["task_overrides"].get(job.task, {}))

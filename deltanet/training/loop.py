@@ -39,7 +39,13 @@ from deltanet.metrics import TaskMetrics
 from deltanet.model import ModelConfig, build_model
 from deltanet.runs import DIVERGED, METRIC_NAMES
 from deltanet.training.capture import CapturedStep, capture_enabled
-from deltanet.training.checkpoint import CHECKPOINT_FORMAT, UnusableCheckpoint, read_checkpoint, save_checkpoint, set_aside
+from deltanet.training.checkpoint import (
+    CHECKPOINT_FORMAT,
+    UnusableCheckpoint,
+    read_checkpoint,
+    save_checkpoint,
+    set_aside,
+)
 from deltanet.training.fused import FusedModel, member_losses
 from deltanet.training.optim import StackedAdamW
 from deltanet.training.protocol import Verdict, judge_epoch
