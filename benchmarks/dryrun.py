@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         for k, what in enumerate(("CPU", "wall")):
             ratio = statistics.median(a[k] / b[k] for a, b in pairs)
             print(f"median {what}: workflow {statistics.median(a[k] for a, _ in pairs):.2f} s, "
-                  f"floor {statistics.median(b[k] for _, b in pairs):.2f} s, ratio {ratio:.2f} (goal <= 1.5)")  # fmt: skip
+                  f"floor {statistics.median(b[k] for _, b in pairs):.2f} s, ratio {ratio:.2f} "
+                  "(goal <= 1.5)")  # fmt: skip
     finally:
         if args.keep is None:
             shutil.rmtree(root)

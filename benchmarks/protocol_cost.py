@@ -17,7 +17,8 @@ with tokens = (train + test examples) · seq_len, groups_per_setting = 1 fused (
 with ``fuse_runs: false``), t_epoch the group's epoch, and ratio(model) the model's run-token throughput relative to
 ``delta_net_4layer`` in the jobs' engine (``benchmarks/train_throughput.py --json``; without it every model is
 assumed to cost the baseline's, and the result says so; a model whose ratio is missing or NaN leaves the total
-unknown, never filled in). Each task's figure and the total are printed as rows (``rows.emit``) as soon as they are known.
+unknown, never filled in). Each task's figure and the total are printed as rows (``rows.emit``) as soon as they are
+known.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
     PYTHONPATH=. python benchmarks/workflow_e2e.py --out DIR [--cpu]
 
 In a copy of the repository (results/ empty), ``config.yaml`` gains one scale, ``e2e``: the full scale's model and
-optimiser (``--cpu``: a small model on small data, no GPU) on each task's baseline setting, 2 lrs × 2 weight decays = one
-fused group of 4 per job, a few epochs of capped steps, the quick kernel grid. Models: the baseline (kernel path),
-a loop variant, the reference Gated DeltaNet; task: context recall. Then:
+optimiser (``--cpu``: a small model on small data, no GPU) on each task's baseline setting, 2 lrs × 2 weight
+decays = one fused group of 4 per job, a few epochs of capped steps, the quick kernel grid. Models: the baseline
+(kernel path), a loop variant, the reference Gated DeltaNet; task: context recall. Then:
 
 1. ``snakemake --cores all`` (its GPU slots, ``verify_kernels``, the three train jobs); once the baseline's job has
    written its first checkpoint, its ``deltanet train`` process gets SIGTERM (SLURM's time limit) and Snakemake

@@ -46,7 +46,8 @@ def _imports(nodes, in_function: bool = False):
 
 @cache
 def direct_imports(package_dir: Path, module: str) -> tuple[frozenset[str], frozenset[str]]:
-    """``(at import time, inside functions only)``: the package modules ``module`` imports, with their parent packages."""
+    """``(at import time, inside functions only)``: the package modules ``module`` imports, with their parent
+    packages."""
     path = module_file(package_dir, module)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     eager, lazy = set(), set()
