@@ -175,14 +175,16 @@ def test_a_resumed_group_lives_on_the_groups_device(uninterrupted, tmp_path):
     assert {t.device for t in best.params.values()} == {meta}  # the models the train metrics are evaluated with
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (CUDA not available)")
-def test_a_group_resumed_on_cuda_equals_an_uninterrupted_one(tmp_path):
-    """On CUDA (bf16 autocast, captured steps where they work): a group stopped after epoch 2 and resumed gives the
-    uninterrupted group's per-epoch metrics to the fused-vs-solo tolerance."""
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs an NVIDIA GPU (CUDA not available)")])])  # fmt: skip
+def test_a_resumed_group_equals_an_uninterrupted_one(device, tmp_path):
+    """A group stopped after epoch 2 and resumed gives the uninterrupted group's per-epoch metrics, to the
+    fused-vs-solo tolerance: on CUDA under bf16 autocast with captured steps (the GPU check runs it), on the CPU
+    the same code in fp32."""
     from test_fused import RTOL
 
-    plan = dataclasses.replace(group_plan(), device=torch.device("cuda"))
+    plan = group_plan()
+    plan = dataclasses.replace(plan, device=torch.device(device), optim={**plan.optim, "max_epochs": 5})
     setting = task_settings(TASK, "baseline", TASK_SIZE)[0]
     data = TensorData.from_datasets(make_datasets(setting), plan.device)
 
@@ -191,7 +193,7 @@ def test_a_group_resumed_on_cuda_equals_an_uninterrupted_one(tmp_path):
 
         def record(group, run, state, metrics):
             seen.setdefault(run.index, []).append(metrics)
-            if state.epoch == stop_at:
+            if state.epoch == stop_at and run == group.runs[-1]:
                 raise KeyboardInterrupt  # stops the group as a kill would, its checkpoint on disk
 
         with contextlib.suppress(KeyboardInterrupt):
@@ -202,8 +204,8 @@ def test_a_group_resumed_on_cuda_equals_an_uninterrupted_one(tmp_path):
     first = epochs(tmp_path / "resumed.pt", stop_at=2)
     rest = epochs(tmp_path / "resumed.pt")
     for run in plan.runs:
-        resumed = first[run.index][:2] + rest[run.index]
-        assert len(resumed) == len(whole[run.index])
+        resumed = first[run.index] + rest[run.index]
+        assert [len(first[run.index]), len(resumed)] == [2, len(whole[run.index])]
         for got, want in zip(resumed, whole[run.index]):
             for key in ("train_loss", "acc", "ppl", "loss"):
                 assert got[key] == pytest.approx(want[key], rel=RTOL, nan_ok=True), key
