@@ -47,6 +47,14 @@ those wheels, with jsonschema's own dependencies, on a machine with a package in
         --platform manylinux_2_17_x86_64 -d wheels \\
         jsonschema referencing jsonschema-specifications rpds-py fla-core==0.6.0 einops
 
+The workflow part needs Snakemake and its dependencies too (53 wheels, 28 MB); one of them, connection_pool 0.0.3,
+is published as a source archive only, so build its wheel first and let the download find it:
+
+    pip wheel --no-deps -w wheels connection_pool==0.0.3
+    pip download --only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \\
+        --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any --find-links wheels \\
+        -d wheels snakemake==9.27.1
+
 Without a GPU the same command runs every part at tiny shapes (the Triton interpreter, the tiny scale, 2 processes
 where the GPU has more; no fla), so the CI exercises it (``tests/test_gpu_check.py``).
 """
@@ -83,9 +91,9 @@ CALL_S = 540  # the whole check on a GPU must fit 9 minutes (a 10-minute call wi
 MIN_PART_S = 10  # a part is not started with less time than this left in the budget
 # modules the parts import: a bare CUDA image's missing ones are listed in the summary (fla, einops: optional)
 NEEDED = ("torch", "triton", "numpy", "pandas", "pyarrow", "tabulate", "yaml", "jsonschema", "torchmetrics", "fla",
-          "einops")  # fmt: skip
+          "einops", "snakemake")  # fmt: skip
 TAIL = 15  # lines of each part's stdout and stderr kept in the summary
-VERSIONED = ("torch", "triton", "fla-core", "einops", "jsonschema")  # distributions whose versions the summary gives
+VERSIONED = ("torch", "triton", "fla-core", "einops", "jsonschema", "snakemake")  # distributions whose versions the summary gives
 
 
 @dataclass(frozen=True)
