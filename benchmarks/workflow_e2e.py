@@ -68,10 +68,15 @@ def copy_repository(work: Path, cpu: bool) -> Path:
     return work
 
 
+def environment(work: Path) -> dict:
+    """This environment with the copy's package first on the path (the GPU check's wheels stay after it)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(work), os.environ.get("PYTHONPATH")]))}
+
+
 def snakemake(work: Path, log: Path, stop_job_after_checkpoint: bool = False) -> dict:
     """One ``snakemake --cores all`` in ``work``; optionally SIGTERM the stopped model's train job once it has a
     checkpoint. Returns the step's row."""
-    started, env = time.monotonic(), {**os.environ, "PYTHONPATH": str(work)}
+    started, env = time.monotonic(), environment(work)
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "all"], cwd=work, env=env,
                                 stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
@@ -140,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = [sys.executable, "-m", "deltanet", "train", "--variant", STOPPED, "--task", TASK, "--config", str(job_config),
            "--scale", "e2e", "--out", str(args.out / "uninterrupted.parquet")]  # fmt: skip
     started = time.monotonic()
-    alone = subprocess.run(cmd, cwd=work, env={**os.environ, "PYTHONPATH": str(work)}, capture_output=True, text=True)
+    alone = subprocess.run(cmd, cwd=work, env=environment(work), capture_output=True, text=True)
     row("uninterrupted", alone.returncode == 0, exit=alone.returncode, seconds=round(time.monotonic() - started, 1),
         tail=alone.stderr.splitlines()[-3:])  # fmt: skip
     logs = {m: work / f"results/e2e/logs/train/{m}/{TASK}.log" for m in MODELS}
