@@ -69,8 +69,15 @@ def copy_repository(work: Path, cpu: bool) -> Path:
 
 
 def environment(work: Path) -> dict:
-    """This environment with the copy's package first on the path (the GPU check's wheels stay after it)."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(work), os.environ.get("PYTHONPATH")]))}
+    """This environment with the copy's package first on the path (the GPU check's wheels stay after it), and this
+    interpreter as the ``python`` the rules' commands call (a bare image may have only ``python3``)."""
+    bin_dir = work / ".bin"
+    bin_dir.mkdir(exist_ok=True)
+    python = bin_dir / "python"  # a script, not a link: a virtual environment's Python is found by its own path
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    path = os.pathsep.join(filter(None, [str(work), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 def snakemake(work: Path, log: Path, stop_job_after_checkpoint: bool = False) -> dict:
