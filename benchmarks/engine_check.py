@@ -30,8 +30,9 @@ from train_throughput import job_group  # noqa: E402
 from deltanet.config import load_config  # noqa: E402
 from deltanet.ops.dispatch import record_input_dtypes  # noqa: E402
 from deltanet.training.device import DEVICE_CHOICES, training_device  # noqa: E402
+from deltanet.variants.catalog import BASELINE_VARIANTS  # noqa: E402
 
-MODELS = ("delta_net_4layer", "delta_net_4layer_momentum_state_update_in_for_loop", "gated_delta_net_4layer")
+MODELS = (BASELINE_VARIANTS["delta"], "delta_net_4layer_momentum_state_update_in_for_loop", BASELINE_VARIANTS["gated"])
 FLOOR = 1e-4  # the fused-vs-solo tolerance of tests/test_fused.py: what "equal" means when eager is deterministic
 
 

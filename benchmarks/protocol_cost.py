@@ -43,8 +43,9 @@ from deltanet.tasks import TASK_IDS, get_task, make_datasets, task_settings  # n
 from deltanet.training.device import DEVICE_CHOICES, training_device  # noqa: E402
 from deltanet.training.loop import GroupPlan, RunPlan, TensorData, train_group  # noqa: E402
 from deltanet.variants import variant_names  # noqa: E402
+from deltanet.variants.catalog import BASELINE_VARIANTS  # noqa: E402
 
-BASELINE = "delta_net_4layer"
+BASELINE = BASELINE_VARIANTS["delta"]
 
 
 def tokens(setting) -> int:

@@ -43,8 +43,9 @@ from deltanet.training.capture import WARMUP_CALLS  # noqa: E402
 from deltanet.training.device import DEVICE_CHOICES, training_device  # noqa: E402
 from deltanet.training.loop import Group, GroupPlan, RunPlan  # noqa: E402
 from deltanet.variants import variant_names  # noqa: E402
+from deltanet.variants.catalog import BASELINE_VARIANTS  # noqa: E402
 
-BASELINE = "delta_net_4layer"
+BASELINE = BASELINE_VARIANTS["delta"]
 ENGINES = ("solo", "fused", "captured")
 
 

@@ -15,9 +15,9 @@ import pandas as pd
 from deltanet.aggregate import SCORE_COLUMNS
 from deltanet.report.document import IDENTICAL, NOISE, SIGNIFICANT, model_label
 from deltanet.tasks import DISPLAY_NAMES, TASK_IDS
+from deltanet.variants.catalog import BASELINE_VARIANTS
 
-DELTA_BASELINE = "delta_net_4layer"
-GATED_BASELINE = "gated_delta_net_4layer"
+DELTA_BASELINE, GATED_BASELINE = BASELINE_VARIANTS["delta"], BASELINE_VARIANTS["gated"]
 BASELINES = (DELTA_BASELINE, GATED_BASELINE)
 
 # Vocabulary of each task's MAD baseline setting (docs/mad-benchmark.md "Task overview"): the chance-level fallback
