@@ -7,9 +7,9 @@ optimiser (``--cpu``: a small model on small data, no GPU) on each task's baseli
 decays = one fused group of 4 per job, a few epochs of capped steps, the quick kernel grid. Models: the baseline
 (kernel path), a loop variant, the reference Gated DeltaNet; task: context recall. Then:
 
-1. ``snakemake --cores all`` (its GPU slots, ``verify_kernels``, the three train jobs); once the baseline's job has
-   written its first checkpoint, its ``deltanet train`` process gets SIGTERM (SLURM's time limit) and Snakemake
-   reports the job failed;
+1. ``snakemake --cores all`` (its GPU slots, 3 jobs per GPU, ``verify_kernels``, the three train jobs at once);
+   once the baseline's job has written its first checkpoint, its ``deltanet train`` process gets SIGTERM (SLURM's
+   time limit) and Snakemake reports the job failed;
 2. ``snakemake --cores all`` again: the stopped job resumes (on CUDA with a GPU), everything finishes;
 3. the same job uninterrupted (``deltanet train`` into ``DIR/uninterrupted.parquet``).
 
@@ -63,7 +63,8 @@ def copy_repository(work: Path, cpu: bool) -> Path:
     shutil.copytree(REPO, work, ignore=ignore, dirs_exist_ok=True)
     config = yaml.safe_load((work / "config.yaml").read_text())
     config["scales"]["e2e"] = e2e_scale(config, cpu)
-    config.update(scale="e2e", variants=list(MODELS), tasks=[TASK], seeds=[12345])
+    # the three train jobs share the one GPU at once (3 slots): the check's window is short, and it packs through slots
+    config.update(scale="e2e", variants=list(MODELS), tasks=[TASK], seeds=[12345], jobs_per_gpu=len(MODELS))
     (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return work
 
