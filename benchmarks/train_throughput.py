@@ -79,10 +79,12 @@ def run_tokens_per_second(step, tokens_per_step: int, steps: int, warmup: int, d
     return tokens_per_step * steps / measured, warm, measured
 
 
-def measure_engines(cfg: dict, variant: str, engines: tuple, members: int, args, device: torch.device) -> dict:
-    """{engine: run-tokens/s (NaN: failed), f"{engine}_detail": the row's other fields} for one model. A captured
-    figure whose steps were not replayed from a graph (capture failed) says so: ``replayed`` false."""
-    figures = {}
+def measure_engines(cfg: dict, variant: str, engines: tuple, members: int, args, device: torch.device,
+                    baseline: dict | None) -> dict:  # fmt: skip
+    """{engine: run-tokens/s (NaN: failed), f"{engine}_detail": the row's other fields} for one model, each row
+    printed as soon as it is measured, with its ratio to ``baseline``'s figures (None: this is the baseline). A
+    captured figure whose steps were not replayed from a graph (capture failed) says so: ``replayed`` false."""
+    figures: dict = {}
     for engine in engines:
         r = 1 if engine == "solo" else members
         warmup = args.warmup + (WARMUP_CALLS + 1 if engine == "captured" else 0)
@@ -98,6 +100,8 @@ def measure_engines(cfg: dict, variant: str, engines: tuple, members: int, args,
             detail["error"] = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
             print(f"{variant} {engine}: failed ({detail['error']})", file=sys.stderr)
         figures[engine], figures[f"{engine}_detail"] = tps, detail
+        emit(row=f"{variant}/{engine}", model=variant, engine=engine, run_tokens_per_second=tps,
+             ratio=tps / (baseline or figures)[engine], **detail)  # fmt: skip
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return figures
@@ -144,11 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     expect("row", [f"{v}/{e}" for v in names for e in engines])
     figures: dict[str, dict] = {}
     for variant in names:
-        figures[variant] = measure_engines(config | {"scale": args.scale}, variant, engines, members, args, device)
-        for engine in engines:
-            tps, base = figures[variant][engine], figures[BASELINE][engine]
-            emit(row=f"{variant}/{engine}", model=variant, engine=engine, run_tokens_per_second=tps,
-                 ratio=tps / base, **figures[variant][f"{engine}_detail"])  # fmt: skip
+        figures[variant] = measure_engines(config | {"scale": args.scale}, variant, engines, members, args, device,
+                                           figures.get(BASELINE))  # fmt: skip
         if args.json:  # rewritten after each model: a run stopped at its time limit keeps what it measured
             write_text_atomic(args.json, json.dumps(job_figures(figures, job_engine), indent=1))
     print(f"| model | {' | '.join(f'{e} run-tokens/s' for e in engines)} | fused / solo | "
