@@ -68,7 +68,6 @@ import os
 import platform
 import queue
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -85,6 +84,7 @@ sys.path.insert(0, str(REPO))
 from rows import EXPECT, emit, expect, parse  # noqa: E402  (benchmarks/ is this script's folder)
 
 from deltanet.io import write_text_atomic  # noqa: E402  (torch-free)
+from deltanet.machine import NvidiaSmiError, nvidia_gpus  # noqa: E402  (torch-free)
 
 SETUP_S = 20  # nvidia-smi, installing the wheels, Python start-up: outside every part's limit
 CALL_S = 540  # the whole check on a GPU must fit 9 minutes (a 10-minute call with room to spare)
@@ -93,7 +93,8 @@ MIN_PART_S = 10  # a part is not started with less time than this left in the bu
 NEEDED = ("torch", "triton", "numpy", "pandas", "pyarrow", "tabulate", "yaml", "jsonschema", "torchmetrics", "fla",
           "einops", "snakemake")  # fmt: skip
 TAIL = 15  # lines of each part's stdout and stderr kept in the summary
-VERSIONED = ("torch", "triton", "fla-core", "einops", "jsonschema", "snakemake")  # distributions whose versions the summary gives
+# distributions whose versions the summary gives
+VERSIONED = ("torch", "triton", "fla-core", "einops", "jsonschema", "snakemake")
 
 
 @dataclass(frozen=True)
@@ -108,11 +109,12 @@ class Part:
 
 
 def gpu_name() -> str | None:
-    """The first NVIDIA GPU's name (``nvidia-smi``), or None without one (no torch import in this process)."""
-    if not shutil.which("nvidia-smi"):
+    """The first NVIDIA GPU's name (``nvidia-smi -L``), or None without one (no torch import in this process)."""
+    try:
+        gpus = nvidia_gpus()
+    except NvidiaSmiError:
         return None
-    out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
-    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    return gpus[0].name if gpus else None
 
 
 def plan(out: Path, gpu: bool) -> list[Part]:

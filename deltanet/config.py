@@ -31,10 +31,15 @@ def config_schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
+def allowed_values(section: str, key: str) -> list:
+    """The values the schema allows for ``scales.<scale>.<section>.<key>`` (an ``enum``): the one list of them."""
+    return config_schema()["$defs"]["scale"]["properties"][section]["properties"][key]["enum"]
+
+
 def check_choice(section: str, key: str, value: str) -> str:
-    """``value`` if the schema allows it for ``scales.<scale>.<section>.<key>`` (an ``enum``, the one list of the
-    allowed values), else a ValueError naming the key, the allowed values and ``value``."""
-    allowed = config_schema()["$defs"]["scale"]["properties"][section]["properties"][key]["enum"]
+    """``value`` if :func:`allowed_values` has it, else a ValueError naming the key, the allowed values and
+    ``value``."""
+    allowed = allowed_values(section, key)
     if value not in allowed:
         raise ValueError(f"{section}.{key} must be one of {', '.join(allowed)}; got {value!r}")
     return value

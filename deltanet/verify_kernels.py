@@ -91,7 +91,6 @@ def run_case(case: Case, device: str, fault: str | None = None) -> list[dict]:
     return rows
 
 
-
 def check_kernels(device: str, quick: bool, fault: str | None = None) -> list[dict]:
     """The rows of :func:`run_case` for every case of the grid; a case that raises is one failed row naming the
     error (a crashing kernel is a failed check, not a crashed command)."""
@@ -104,6 +103,7 @@ def check_kernels(device: str, quick: bool, fault: str | None = None) -> list[di
                          "max_abs_err": float("nan"), "rms_ratio_err": float("nan"), "tolerance": float("nan"),
                          "passed": False, "kernel_seconds": float("nan")})  # fmt: skip
     return rows
+
 
 def summary_markdown(df, device: str, quick: bool, seconds: float) -> str:
     failed = df[~df["passed"]]

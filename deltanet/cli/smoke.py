@@ -13,7 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from deltanet.config import allowed_values
 from deltanet.training.device import DEVICE_CHOICES, training_device
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="deltanet smoke", description=__doc__.splitlines()[0])
@@ -23,7 +25,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="default: CUDA if available")
     p.add_argument("--batch-size", type=int,
                    help="override optim.batch_size and eval_batch_size (smaller batches on a CPU)")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="override optim.precision")
+    p.add_argument("--precision", choices=allowed_values("optim", "precision"), help="override optim.precision")
     p.add_argument("--variants", help="comma-separated subset (default: every registered variant)")
     p.add_argument("--tasks", help="comma-separated subset (default: every task)")
     p.add_argument("--cache-dir", type=Path, help="dataset cache")

@@ -37,14 +37,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from deltanet.hashing import config_hash
+from deltanet.hashing import config_hash, file_sha256
 from deltanet.io import write_text_atomic
 from deltanet.runs import RUN_COLUMNS, SCHEMA_VERSION, validate_runs
 from deltanet.tasks import get_task, make_datasets, task_settings
 from deltanet.tasks.generator_kit import IGNORE
 from deltanet.training.checkpoint import CHECKPOINT_FORMAT, OutputWriteError, set_aside, write_atomically
 from deltanet.training.loop import GroupPlan, LossHook, RunPlan, RunState, TensorData, train_group
-from deltanet.training.provenance import device_name, environment_files, file_sha256, git_state, versions
+from deltanet.training.provenance import device_name, environment_files, git_state, versions
 from deltanet.variants import get_variant
 
 FINISHED = "finished.parquet"
@@ -190,8 +190,9 @@ def _run_job(job: Job, hooks: JobHooks, progress: Progress) -> None:
     optim = job.config["scales"][job.scale]["optim"]
     variant, task = get_variant(job.variant), get_task(job.task)
     settings, plan = _plan(job)
-    rows, provenance = _start(job, variant, plan, progress)
-    finished = {run_key(r["setting_id"], r["lr"], r["weight_decay"], r["seed"]) for r in rows}
+    rows, finished, provenance = _start(job, variant, plan, progress)
+    model_kwargs = {**job.config["scales"][job.scale]["model"], "variant": job.variant,
+                    "kernels": job.config["kernels"]}  # fmt: skip
 
     def on_epoch(group: GroupPlan, run: RunPlan, st: RunState, m: dict) -> None:
         progress.epoch(st.epoch)
@@ -219,8 +220,6 @@ def _run_job(job: Job, hooks: JobHooks, progress: Progress) -> None:
             continue
         ds = make_datasets(setting, cache_dir=job.cache_dir)
         data, chance = TensorData.from_datasets(ds, job.device), chance_level(np.asarray(ds.test_targets))
-        model_kwargs = {**job.config["scales"][job.scale]["model"], "variant": job.variant,
-                        "kernels": job.config["kernels"]}  # fmt: skip
         shared = dict(total=len(plan), label=setting.id, vocab_size=int(setting.fields["vocab_size"]),
                       model_kwargs=model_kwargs, autoencoder=task.autoencoder, optim=optim, device=job.device)
         for runs in [todo] if optim.get("fuse_runs", True) else [[r] for r in todo]:
@@ -258,8 +257,9 @@ def _plan(job: Job) -> tuple[list, list[tuple]]:
                       for wd in optim["weight_decays"] for seed in seeds]  # fmt: skip
 
 
-def _start(job: Job, variant, plan: list[tuple], progress: Progress) -> tuple[list[dict], dict]:
-    """Open the checkpoint dir (the rows an earlier attempt finished), the rows' provenance, the job's first line."""
+def _start(job: Job, variant, plan: list[tuple], progress: Progress) -> tuple[list[dict], set[tuple], dict]:
+    """Open the checkpoint dir: the rows an earlier attempt finished and their run keys; the rows' provenance; the
+    job's first line."""
     scale_cfg, seeds = job.config["scales"][job.scale], [int(s) for s in job.config["seeds"]]
     variant_sha = file_sha256(variant.source)
     identity = {
@@ -279,7 +279,7 @@ def _start(job: Job, variant, plan: list[tuple], progress: Progress) -> tuple[li
         f"({len(finished)} already finished) on {provenance['device']}{threads}")  # fmt: skip
     progress.left = sum(scale_cfg["optim"]["max_epochs"] for s, lr, wd, seed in plan
                         if run_key(s.id, lr, wd, seed) not in finished)  # fmt: skip
-    return rows, provenance
+    return rows, finished, provenance
 
 
 def _train_fitting(group: GroupPlan, data: TensorData, job: Job, on_epoch, hooks: JobHooks, progress: Progress,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import resource
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from deltanet.hashing import file_sha256
 from deltanet.io import write_text_atomic
 from deltanet.training.lockfile import read_pins
 
@@ -52,14 +52,6 @@ def git_state(root: Path | None = CHECKOUT) -> tuple[str, bool]:
     except (OSError, subprocess.TimeoutExpired):
         return "unknown", False
     return commit.stdout.strip(), bool(status.stdout.strip())
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:  # in blocks: an image file is several GB
-        while block := file.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def package_version(name: str) -> str:

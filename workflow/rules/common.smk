@@ -20,6 +20,7 @@ from snakemake.settings.types import DeploymentMethod
 
 from deltanet.config import ConfigError, checked_config, read_yaml
 from deltanet.import_graph import closure, command_roots, source_files
+from deltanet.hashing import config_hash, file_sha256
 from deltanet.io import write_text_atomic
 from deltanet.gpu_slots import SLOTS_ENV, SlotError, plan_slots
 from deltanet.machine import (
@@ -310,11 +311,6 @@ def train_own_sources(wildcards):
     return source_files(PACKAGE, train_modules(wildcards))
 
 
-@cache
-def file_sha256(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def train_shared_code(wildcards):
     """sha256 of the other package files the job runs (ops, model, training, config code, registries, ...).
 
@@ -322,11 +318,14 @@ def train_shared_code(wildcards):
     inputs, so a touch reruns neither). As inputs, these 40-odd files x 144 jobs were most of the full-grid DAG build.
     """
     own = set(train_own_sources(wildcards))
-    digest = hashlib.sha256()
-    for path in command_sources("train", *train_modules(wildcards)):
-        if path not in own:
-            digest.update(f"{path} {file_sha256(path)}\n".encode())
-    return digest.hexdigest()
+    sources = command_sources("train", *train_modules(wildcards))
+    return files_digest(tuple(path for path in sources if path not in own))
+
+
+@cache
+def files_digest(paths):
+    """sha256 over each path and its content's sha256, once per set of files (the train jobs share one or two)."""
+    return config_hash([(str(path), file_sha256(path)) for path in paths])
 
 
 def train_task_settings(wildcards):
