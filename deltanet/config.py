@@ -94,9 +94,10 @@ def coerce_to_schema(config: object) -> object:
     def walk(value, node):
         while "$ref" in node:  # local refs only: "#/$defs/name"
             node = root["$defs"][node["$ref"].rsplit("/", 1)[1]]
-        if isinstance(value, str) and node.get("type") in _SCALARS:
-            pattern, convert = _SCALARS[node["type"]]
-            return convert(value) if pattern.fullmatch(value) else value
+        types = node.get("type")
+        for kind in types if isinstance(types, list) else [types]:  # a union: the first type the string spells
+            if isinstance(value, str) and kind in _SCALARS and _SCALARS[kind][0].fullmatch(value):
+                return _SCALARS[kind][1](value)
         if isinstance(value, list) and isinstance(node.get("items"), dict):
             return [walk(item, node["items"]) for item in value]
         if isinstance(value, dict):

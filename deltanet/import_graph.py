@@ -3,7 +3,8 @@
 Snakemake does not track the modules a job imports, so each rule's inputs are the files of the command it runs
 (``workflow/rules/common.smk``): the closure of ``python -m deltanet <command>`` over ``import`` statements, those
 inside functions included (they run in the job, e.g. on a GPU only) and those under ``if TYPE_CHECKING:`` excluded.
-Imports no statement shows are roots the caller names: the command's module (``deltanet.cli.COMMANDS``) and the
+Imports no statement shows are roots the caller names: the command's module (the ``COMMANDS`` table of
+``deltanet/cli/__init__.py``, read with ``ast`` too, so that the commands may use this module) and the
 variant modules, which the registry imports by name. ``tests/test_import_graph.py`` compares the closure with the
 modules a real command loads.
 """
@@ -14,9 +15,12 @@ import ast
 from functools import cache
 from pathlib import Path
 
-from deltanet.cli import COMMANDS
+from deltanet.hashing import config_hash, file_sha256
+from deltanet.tasks import TASK_IDS
 
 PACKAGE = "deltanet"
+# The task registry imports every task module; a job uses only its own task's (a root of its own).
+REGISTRY_EDGES = frozenset((f"{PACKAGE}.tasks", f"{PACKAGE}.tasks.{task}") for task in TASK_IDS)
 
 
 def module_file(package_dir: Path, module: str) -> Path | None:
@@ -90,8 +94,48 @@ def closure(package_dir: Path, roots, ignore=frozenset(), lazy: bool = True) -> 
 
 def command_roots(command: str) -> list[str]:
     """What ``python -m deltanet <command>`` starts from: the entry point and the command's module."""
-    return [f"{PACKAGE}.__main__", COMMANDS[command][0]]
+    return [f"{PACKAGE}.__main__", command_table()[command][0]]
+
+
+@cache
+def command_table() -> dict[str, tuple[str, str, str]]:
+    """``deltanet.cli.COMMANDS`` (sub-command -> module, function, help), read from its source without importing it."""
+    tree = ast.parse((Path(__file__).parent / "cli" / "__init__.py").read_text())
+    return next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == "COMMANDS" for t in node.targets))  # fmt: skip
 
 
 def source_files(package_dir: Path, modules) -> list[str]:
     return sorted(str(module_file(package_dir, m)) for m in modules)
+
+
+@cache
+def files_loaded_by(package_dir: Path, module: str) -> frozenset[str]:
+    """The package files importing ``module`` loads (once per module: 144 train jobs share most of their roots)."""
+    return frozenset(source_files(package_dir, closure(package_dir, [module], ignore=REGISTRY_EDGES)))
+
+
+def command_sources(package_dir: Path, command: str, *modules: str) -> list[str]:
+    """The package files ``python -m deltanet <command>`` loads, plus ``modules`` (imported by name at run time)."""
+    roots = command_roots(command) + list(modules)
+    return sorted(frozenset().union(*(files_loaded_by(package_dir, root) for root in roots)))
+
+
+def train_modules(variant: str, task: str) -> list[str]:
+    """The modules a train job imports by name: its variant's and its task's."""
+    return [f"{PACKAGE}.variants.{variant}", f"{PACKAGE}.tasks.{task}"]
+
+
+def train_shared_code_sha256(package_dir: Path, variant: str, task: str) -> str:
+    """sha256 of the code a train job runs besides its own variant and task modules (ops, model, training, ...): the
+    workflow's ``shared_code`` param (``workflow/rules/common.smk``) and part of a job's identity
+    (``deltanet/training/job.py``), so the two always agree."""
+    own = set(source_files(package_dir, train_modules(variant, task)))
+    return files_digest(package_dir, tuple(p for p in command_sources(package_dir, "train", *train_modules(variant, task))
+                                           if p not in own))  # fmt: skip
+
+
+@cache
+def files_digest(package_dir: Path, paths: tuple[str, ...]) -> str:
+    """sha256 over each file's path inside the package and its content's sha256 (the same wherever the package is)."""
+    return config_hash([(Path(path).relative_to(package_dir).as_posix(), file_sha256(path)) for path in paths])

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-SCHEMA_VERSION = 4  # v2: finished_at (ISO 8601, UTC); v3: lock_file, lock_sha256, image_sha256, profile;
-# v4: group_size (runs trained together as one fused group), captured (steps replayed from CUDA graphs)
+SCHEMA_VERSION = 5  # v2: finished_at (ISO 8601, UTC); v3: lock_file, lock_sha256, image_sha256, profile;
+# v4: group_size (runs trained together as one fused group), captured (steps replayed from CUDA graphs);
+# v5: shared_code_sha256 (the code every train job runs besides its variant and task: deltanet/import_graph.py)
 EARLY_STOPPED, MAX_EPOCHS, DIVERGED = STOP_REASONS = ("early_stopped", "max_epochs", "diverged")
 # what one evaluation pass measures (deltanet/metrics.py); a row has each as test_<name> and train_<name>
 METRIC_NAMES = ("acc", "acc_micro", "ppl", "loss")
@@ -27,7 +28,8 @@ RUN_COLUMNS: dict[str, str] = {
     "wall_seconds": "f", "tokens_per_second": "f", "peak_memory_mb": "f", "finished_at": "O",
     "device": "O", "torch_version": "O", "triton_version": "O", "python_version": "O",
     "lock_file": "O", "lock_sha256": "O", "image_sha256": "O",
-    "git_commit": "O", "git_dirty": "b", "variant_source_sha256": "O", "config_sha256": "O", "profile": "O",
+    "git_commit": "O", "git_dirty": "b", "variant_source_sha256": "O", "shared_code_sha256": "O",
+    "config_sha256": "O", "profile": "O",
     "num_parameters": "i", "group_size": "i", "captured": "b",
 }  # fmt: skip
 

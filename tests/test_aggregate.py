@@ -41,7 +41,8 @@ def make_run(variant: str, task: str, setting: int, lr: float, wd: float, seed: 
         "finished_at": "2026-11-23T12:00:00+00:00",
         "device": "cpu", "torch_version": "2.13.0", "triton_version": "", "python_version": "3.12.0",
         "lock_file": "requirements/cpu.txt", "lock_sha256": "2" * 64, "image_sha256": "none",
-        "git_commit": "abc1234", "git_dirty": False, "variant_source_sha256": "0" * 64, "config_sha256": "1" * 64,
+        "git_commit": "abc1234", "git_dirty": False, "variant_source_sha256": "0" * 64, "shared_code_sha256": "3" * 64,
+        "config_sha256": "1" * 64,
         "profile": "iso_state", "num_parameters": 1000, "group_size": 1, "captured": False, "vocab_size": vocab,
     }  # fmt: skip
     row.update(extra)

@@ -27,9 +27,18 @@ def test_auto_is_cuda_when_torch_sees_it_else_the_cpu(matmul_precision):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_cuda_without_a_cuda_device_is_refused():
-    with pytest.raises(ValueError, match=r"^device 'cuda', but torch sees no CUDA device \(allowed here: auto, cpu\)$"):
-        training_device("cuda")
+@pytest.mark.parametrize("name, scale_gpus, wanted", [("cuda", 0, "device 'cuda'"),
+                                                      ("auto", 1, "this scale asks for 1 GPU(s) (resources.gpu)")])
+def test_no_cuda_is_refused_for_cuda_and_for_a_gpu_scale_under_auto(name, scale_gpus, wanted, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setenv("PATH", "/nonexistent")  # no nvidia-smi
+    with pytest.raises(ValueError) as err:
+        training_device(name, scale_gpus)
+    assert str(err.value) == (
+        f"{wanted}, but torch sees no CUDA device (CUDA_VISIBLE_DEVICES=''; torch built without CUDA; no nvidia-smi "
+        "here): run it where a GPU is visible (under Apptainer with --nv: snakemake --singularity-args=--nv), or name "
+        "--device cpu to train on the CPU anyway")
+    assert training_device("cpu", scale_gpus) == torch.device("cpu")  # naming the CPU stays the user's choice
 
 
 def test_it_sets_the_matmul_precision_every_training_process_uses(matmul_precision):

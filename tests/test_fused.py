@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from test_train import TASK, TIMING, nan_from, train, write_config
+from test_train import TASK, TIMING, nan_from, stop_after, train, write_config
 
 import deltanet.training.job as job_module
 import deltanet.training.loop as loop
@@ -142,23 +142,38 @@ def test_fuse_runs_off_trains_groups_of_one_with_the_same_rows(tmp_path):
     pd.testing.assert_frame_equal(fused[metrics], solo[metrics], rtol=RTOL, atol=0)
 
 
-def test_a_group_that_does_not_fit_is_split_in_two(tmp_path, monkeypatch, capsys):
-    """An out-of-memory group of 2 is split into 1 + 1, said in one line; the rows are the unsplit group's."""
+def test_a_group_that_does_not_fit_is_split_and_the_halves_resume_its_checkpoint(tmp_path, monkeypatch, capsys):
+    """A group of 2 runs out of memory in epoch 2: it is split into 1 + 1 (one line), each half resumes from the
+    group's epoch-1 checkpoint; a job killed in the first half resumes the halves, not the group. The rows are the
+    unsplit group's."""
     config = write_config(tmp_path)
     assert train(config, tmp_path / "whole.parquet") == 0
     real = job_module.train_group
 
-    def small_gpu(plan, *a, **k):
-        if len(plan.runs) > 1:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(plan, *a, **k)
+    def small_gpu(plan, data, ckpt, on_epoch, *args):
+        def oom_in_epoch_2(group, run, state, metrics):
+            on_epoch(group, run, state, metrics)
+            if len(plan.runs) > 1 and state.epoch == 1 and run == group.runs[-1]:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+        return real(plan, data, ckpt, oom_in_epoch_2, *args)
 
     monkeypatch.setattr(job_module, "train_group", small_gpu)
     capsys.readouterr()
-    assert train(config, tmp_path / "split.parquet") == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if "does not fit" in line]
+    assert train(config, tmp_path / "split.parquet", hooks=stop_after(3)) == 3  # epoch 1 of both, 2 of run 1
+    log = capsys.readouterr().out
+    lines = [line for line in log.splitlines() if "does not fit" in line]
     assert len(lines) == 1 and lines[0].startswith("runs 1-2: a fused group of 2 does not fit on cpu")
-    assert lines[0].endswith("(CUDA out of memory. Tried to allocate 2.00 GiB); splitting it into 1 + 1")
+    assert lines[0].endswith("(CUDA out of memory. Tried to allocate 2.00 GiB); splitting it into 1 + 1; each half "
+                             "resumes from its share of runs-0001-0002.pt")
+    assert "run 1/2 context_recall/baseline: lr=0.01 wd=0 seed=12345 (resuming a checkpoint)" in log
+    ckpt_dir = tmp_path / "split.parquet.ckpt"
+    assert sorted(p.name for p in ckpt_dir.glob("*.pt")) == ["runs-0001-0001.pt", "runs-0002-0002.pt"]
+    monkeypatch.setattr(job_module, "train_group", real)
+    assert train(config, tmp_path / "split.parquet") == 0
+    log = capsys.readouterr().out
+    assert "runs 1-2: split into 1 + 1 by an earlier attempt; resuming the parts" in log
+    assert log.count("(resuming a checkpoint)") == 2
     whole, split = pd.read_parquet(tmp_path / "whole.parquet"), pd.read_parquet(tmp_path / "split.parquet")
     assert list(split["group_size"]) == [1, 1]
     metrics = ["test_acc", "test_ppl", "train_loss", "best_epoch", "epochs_run"]

@@ -291,3 +291,26 @@ def test_command_line_error_has_no_traceback(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "unknown variant 'nope'" in proc.stderr, proc.stderr
+
+
+def test_a_gpu_scale_where_no_gpu_is_visible_refuses_in_one_line_and_writes_nothing(tmp_path):
+    """The mission's command without --nv: the host's nvidia-smi lists GPUs, the job sees none. With the default
+    device a GPU scale (smoke: resources.gpu 1) refuses: exit 2, one line naming what it found, no file."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\n" + "".join(
+        f'echo "GPU {i}: NVIDIA H100 80GB HBM3 (UUID: GPU-{i}{i}{i}{i}aaaa-0000)"\n' for i in range(3)))
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    out = tmp_path / "results" / "runs.parquet"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PATH": f"{bin_dir}:{os.environ['PATH']}",
+           "PYTHONPATH": str(REPO)}  # fmt: skip
+    cmd = [sys.executable, "-m", "deltanet", "train", "--variant", "delta_net_4layer", "--task", TASK, "--config",
+           str(REPO / "config.yaml"), "--scale", "smoke", "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+    assert proc.stderr == (
+        "deltanet train: error: --device: this scale asks for 1 GPU(s) (resources.gpu), but torch sees no CUDA device "
+        "(CUDA_VISIBLE_DEVICES=''; torch built without CUDA; nvidia-smi lists 3 GPU(s)): run it where a GPU is visible "
+        "(under Apptainer with --nv: snakemake --singularity-args=--nv), or name --device cpu to train on the CPU "
+        "anyway\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin"]  # nothing written

@@ -5,8 +5,8 @@
         [--threads N] [--checkpoint-dir DIR] [--cache-dir DIR]
 
 The engine is :mod:`deltanet.training` (protocol, run loop, job, provenance). This module parses and checks the
-arguments: a bad one (unknown variant, task or scale, malformed config, unwritable output, no CUDA) prints one
-``deltanet train: error: ...`` line and exits 2. Exit codes: 0 done (diverged runs included), 1 an output could not be
+arguments: a bad one (unknown variant, task or scale, malformed config, unwritable output, no CUDA for ``--device
+cuda`` or for a GPU scale under ``auto``) prints one ``deltanet train: error: ...`` line and exits 2. Exit codes: 0 done (diverged runs included), 1 an output could not be
 written, 2 bad arguments, 143 stopped by SIGTERM (1 and 143 with the line saying where a rerun resumes).
 
 glibc malloc fix (``docs/cpu-notes.md`` §1): the variables must be in the environment at process start,
@@ -23,6 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import deltanet
+from deltanet.import_graph import train_shared_code_sha256
 from deltanet.training.device import DEVICE_CHOICES, training_device
 
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
@@ -53,7 +55,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--config", required=True, type=Path, help="config.yaml")
     p.add_argument("--out", required=True, type=Path, help="output parquet file (one row per run)")
     p.add_argument("--scale", help="scale name under `scales` (default: config 'scale', auto resolved)")
-    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="default: CUDA if available")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
+                   help="default: CUDA if available; a scale with resources.gpu > 0 refuses to train without it")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--checkpoint-dir", type=Path, help="resume state while unfinished (default: <out>.ckpt/)")
     p.add_argument("--cache-dir", type=Path, help="dataset cache passed to the task generators")
@@ -91,6 +94,10 @@ def make_job(args: argparse.Namespace):
         raise UsageError(str(err)) from err
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    try:  # before anything is written: a GPU scale where no GPU is visible writes nothing
+        device = training_device(args.device, config["scales"][scale]["resources"]["gpu"])
+    except ValueError as err:
+        raise UsageError(f"--device: {err}") from err
     if args.out.exists() and args.out.is_dir():
         raise UsageError(f"output {args.out} is a directory")
     _check_writable(args.out.parent, "output directory")
@@ -101,13 +108,10 @@ def make_job(args: argparse.Namespace):
 
     from deltanet.training.job import Job
 
-    try:
-        device = training_device(args.device)
-    except ValueError as err:
-        raise UsageError(f"--device: {err}") from err
     if args.threads:
         torch.set_num_threads(args.threads)
-    return Job(args.variant, args.task, scale, config, args.out, ckpt_dir, device, args.cache_dir)
+    shared_code = train_shared_code_sha256(Path(deltanet.__file__).parent, args.variant, args.task)
+    return Job(args.variant, args.task, scale, config, args.out, ckpt_dir, device, shared_code, args.cache_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

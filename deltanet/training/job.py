@@ -2,13 +2,15 @@
 
 Runs, in order: each setting of ``task_settings(task, scale.grid, scale.task_overrides[task])`` × each lr × each
 weight decay × each seed of ``config["seeds"]``. With ``optim.fuse_runs`` (the default) the unfinished runs of a
-setting train together as one fused group (``deltanet/training/loop.py``); off, each run is a group of one. A group
-that does not fit the GPU is split in two (one line says so) and each half trains on its own.
+setting train together as one fused group (``deltanet/training/loop.py``); off, each run is a group of one; an
+integer N, groups of at most N runs. A group that does not fit the GPU is split in two (one line says so) and each
+half resumes from its share of the group's checkpoint.
 
 Checkpoint directory (default ``<out>.ckpt/``) while the job is unfinished:
 
-- ``job.json``: the job's identity (variant, its source hash, task, scale config, seeds, kernels, row and checkpoint
-  formats). A directory left by a *different* job (edited config or variant) is moved aside, never deleted.
+- ``job.json``: the job's identity (variant and its source hash, the hash of the code every job shares, task, scale
+  config, seeds, kernels, row and checkpoint formats). A directory left by a *different* job (edited config,
+  variant or shared code) is moved aside and named, never resumed or deleted: one run file holds one code's rows.
 - ``finished.parquet``: the rows of the finished runs, rewritten atomically after each group, before the group's
   checkpoint is removed.
 - ``runs-FFFF-LLLL.pt``: the unfinished group's checkpoint (its runs FFFF…LLLL), rewritten atomically after each
@@ -16,7 +18,8 @@ Checkpoint directory (default ``<out>.ckpt/``) while the job is unfinished:
 
 A re-invoked job skips finished runs and resumes the unfinished group. ``out`` is written (atomically) only when
 every run is done; then the checkpoint directory is removed. SIGTERM (SLURM's time limit, preemption) and a failed
-write stop the job with :class:`JobStopped`, whose one line says where a rerun resumes.
+write stop the job with :class:`JobStopped`, whose one line says where a rerun resumes. Every change to files goes
+through ``deltanet/io.py``, whose persistence points the crash tests stop the job at (``tests/test_crash_points.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import shutil
+import re
 import signal
 import threading
 import time
@@ -38,11 +41,11 @@ import pandas as pd
 import torch
 
 from deltanet.hashing import config_hash, file_sha256
-from deltanet.io import write_text_atomic
+from deltanet.io import persistence_point, remove, remove_leftover_temps, set_aside, write_text_atomic
 from deltanet.runs import RUN_COLUMNS, SCHEMA_VERSION, validate_runs
 from deltanet.tasks import get_task, make_datasets, task_settings
 from deltanet.tasks.generator_kit import IGNORE
-from deltanet.training.checkpoint import CHECKPOINT_FORMAT, OutputWriteError, set_aside, write_atomically
+from deltanet.training.checkpoint import CHECKPOINT_FORMAT, OutputWriteError, split_checkpoint, write_atomically
 from deltanet.training.loop import GroupPlan, LossHook, RunPlan, RunState, TensorData, train_group
 from deltanet.training.provenance import device_name, environment_files, git_state, versions
 from deltanet.variants import get_variant
@@ -69,6 +72,7 @@ class Job:
     out: Path
     ckpt_dir: Path
     device: torch.device
+    shared_code_sha256: str  # the code every train job runs besides its variant and task (deltanet/import_graph.py)
     cache_dir: Path | None = None
 
 
@@ -137,9 +141,8 @@ def _prepare_ckpt_dir(ckpt_dir: Path, identity: dict) -> pd.DataFrame | None:
             found = None
         if found != wanted:
             aside = set_aside(ckpt_dir)
-            log(f"checkpoint dir {ckpt_dir} belongs to a different job configuration: moved to {aside}, "
+            log(f"checkpoint dir {ckpt_dir} belongs to a different job configuration or code: moved to {aside}, "
                 "starting afresh")
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     if not marker.exists():
         write_text_atomic(marker, json.dumps({"job_sha256": wanted, **identity}, indent=1, default=str))
     finished = ckpt_dir / FINISHED
@@ -196,6 +199,7 @@ def _run_job(job: Job, hooks: JobHooks, progress: Progress) -> None:
 
     def on_epoch(group: GroupPlan, run: RunPlan, st: RunState, m: dict) -> None:
         progress.epoch(st.epoch)
+        persistence_point(f"progress of run {run.index} after epoch {st.epoch}")
         log(f"  run {run.index}/{group.total} epoch {st.epoch}/{optim['max_epochs']}  loss {m['train_loss']:.4f}  "
             f"test acc {m['acc']:.4f} ppl {m['ppl']:.4g}  {m['steps_per_second']:.1f} it/s  ETA {progress.eta()}")
         if progress.terminated:
@@ -222,7 +226,7 @@ def _run_job(job: Job, hooks: JobHooks, progress: Progress) -> None:
         data, chance = TensorData.from_datasets(ds, job.device), chance_level(np.asarray(ds.test_targets))
         shared = dict(total=len(plan), label=setting.id, vocab_size=int(setting.fields["vocab_size"]),
                       model_kwargs=model_kwargs, autoencoder=task.autoencoder, optim=optim, device=job.device)
-        for runs in [todo] if optim.get("fuse_runs", True) else [[r] for r in todo]:
+        for runs in fused_groups(todo, optim.get("fuse_runs", True)):
             _train_fitting(GroupPlan(runs, **shared), data, job, on_epoch, hooks, progress,
                            lambda group, results: keep_rows(setting, chance, group, results))  # fmt: skip
     df = _frame(rows)
@@ -232,20 +236,22 @@ def _run_job(job: Job, hooks: JobHooks, progress: Progress) -> None:
     _remove_ckpt_dir(job.ckpt_dir)
 
 
+def fused_groups(runs: list[RunPlan], fuse_runs: bool | int) -> list[list[RunPlan]]:
+    """``optim.fuse_runs``: true = all ``runs`` as one group; false = groups of one; N = groups of at most N."""
+    size = len(runs) if fuse_runs is True else max(int(fuse_runs), 1)
+    return [runs[start : start + size] for start in range(0, len(runs), size)]
+
+
 def _remove_ckpt_dir(ckpt_dir: Path) -> None:
     """Remove the finished job's checkpoint dir, except the checkpoints set aside as unusable (named in a line)."""
-    kept = []
-    for path in ckpt_dir.iterdir():
-        if ".unusable" in path.name:
-            kept.append(path.name)
-        elif path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+    kept = sorted(path.name for path in ckpt_dir.iterdir() if ".unusable" in path.name)
+    for path in sorted(ckpt_dir.iterdir(), key=lambda path: (path.name == "job.json", path.name)):  # identity last
+        if path.name not in kept:
+            remove(path)
     if kept:
-        log(f"kept what was set aside in {ckpt_dir}: {', '.join(sorted(kept))}")
+        log(f"kept what was set aside in {ckpt_dir}: {', '.join(kept)}")
     else:
-        ckpt_dir.rmdir()
+        remove(ckpt_dir)
 
 
 def _plan(job: Job) -> tuple[list, list[tuple]]:
@@ -261,19 +267,21 @@ def _start(job: Job, variant, plan: list[tuple], progress: Progress) -> tuple[li
     """Open the checkpoint dir: the rows an earlier attempt finished and their run keys; the rows' provenance; the
     job's first line."""
     scale_cfg, seeds = job.config["scales"][job.scale], [int(s) for s in job.config["seeds"]]
-    variant_sha = file_sha256(variant.source)
+    code = {"variant_source_sha256": file_sha256(variant.source),
+            "shared_code_sha256": job.shared_code_sha256}
     identity = {
-        "variant": job.variant, "variant_source_sha256": variant_sha, "task": job.task, "scale": job.scale,
-        "scale_config": scale_cfg, "seeds": seeds, "kernels": job.config["kernels"],
+        "variant": job.variant, **code, "task": job.task, "scale": job.scale, "scale_config": scale_cfg,
+        "seeds": seeds, "kernels": job.config["kernels"],
         # a checkpoint dir of older code (other row schema or checkpoint format) is started afresh, not misread
         "run_schema": SCHEMA_VERSION, "checkpoint_format": CHECKPOINT_FORMAT,
     }  # fmt: skip
+    remove_leftover_temps(job.out)
     done = _prepare_ckpt_dir(job.ckpt_dir, identity)
     rows = [] if done is None else done.to_dict("records")
     finished = {run_key(r["setting_id"], r["lr"], r["weight_decay"], r["seed"]) for r in rows}
     commit, dirty = git_state()
     provenance = {"device": device_name(job.device), **versions(), **environment_files(), "git_commit": commit,
-                  "git_dirty": dirty, "variant_source_sha256": variant_sha}  # fmt: skip
+                  "git_dirty": dirty, **code}  # fmt: skip
     threads = f", {torch.get_num_threads()} threads" if job.device.type == "cpu" else ""
     log(f"deltanet train: {job.variant} ({variant.mixer}) × {job.task}, scale {job.scale}: {len(plan)} runs "
         f"({len(finished)} already finished) on {provenance['device']}{threads}")  # fmt: skip
@@ -282,35 +290,54 @@ def _start(job: Job, variant, plan: list[tuple], progress: Progress) -> tuple[li
     return rows, finished, provenance
 
 
+def _checkpoint_path(job: Job, runs: list[RunPlan]) -> Path:
+    return job.ckpt_dir / f"runs-{runs[0].index:04d}-{runs[-1].index:04d}.pt"
+
+
+def _split_earlier(job: Job, runs: list[RunPlan]) -> bool:
+    """Whether an earlier attempt split these runs (a checkpoint of a part of them, none of them all)."""
+    first, last = runs[0].index, runs[-1].index
+    spans = [tuple(map(int, m.groups())) for path in job.ckpt_dir.glob("runs-*-*.pt")
+             if (m := re.fullmatch(r"runs-(\d+)-(\d+)\.pt", path.name))]  # fmt: skip
+    return any(first <= a <= b <= last and (a, b) != (first, last) for a, b in spans)
+
+
 def _train_fitting(group: GroupPlan, data: TensorData, job: Job, on_epoch, hooks: JobHooks, progress: Progress,
                    done: Callable[[GroupPlan, list[dict]], None]) -> None:  # fmt: skip
-    """Train ``group`` and hand its results to ``done`` (which keeps them) before its checkpoint goes; a group that
-    does not fit the GPU is split in two halves trained one after the other (a group of one that does not fit
-    raises)."""
-    ckpt = job.ckpt_dir / f"runs-{group.runs[0].index:04d}-{group.runs[-1].index:04d}.pt"
-    n, progress.group, progress.ckpt = len(group.runs), f"run{'s' if len(group.runs) > 1 else ''} {group.span}", ckpt
-    progress.epochs = None
-    settings = ", ".join(f"lr={r.lr:g} wd={r.weight_decay:g} seed={r.seed}" for r in group.runs)
-    log(f"{progress.group}/{group.total} {job.task}/{group.label}{f', {n} fused' if n > 1 else ''}: {settings}"
-        f"{' (resuming a checkpoint)' if ckpt.exists() else ''}")
-    try:
-        results = train_group(group, data, ckpt, on_epoch, hooks.loss, log)
-    except torch.cuda.OutOfMemoryError as err:
-        if n == 1:
-            raise
-        cause = str(err).splitlines()[0] if str(err) else "out of memory"
-        results = None
-    if results is not None:
-        done(group, results)
-        ckpt.unlink(missing_ok=True)
-        return
-    # outside the except block, so the failed attempt's tensors can be freed
-    aside = f"; its checkpoint moved to {set_aside(ckpt)}" if ckpt.exists() else ""
-    log(f"runs {group.span}: a fused group of {n} does not fit on {device_name(job.device)} ({cause}); "
-        f"splitting it into {n // 2} + {n - n // 2}{aside}")
-    if job.device.type == "cuda":
-        torch.cuda.empty_cache()
-    for runs in (group.runs[: n // 2], group.runs[n // 2 :]):
+    """Train ``group`` and hand its results to ``done`` (which keeps them) before its checkpoint goes. A group that
+    does not fit the GPU is split in two halves trained one after the other, each resuming from its share of the
+    group's checkpoint (a group of one that does not fit raises); a rerun resumes the halves."""
+    ckpt, n = _checkpoint_path(job, group.runs), len(group.runs)
+    halves = [group.runs[: n // 2], group.runs[n // 2 :]]
+    if n > 1 and not ckpt.exists() and _split_earlier(job, group.runs):
+        log(f"runs {group.span}: split into {n // 2} + {n - n // 2} by an earlier attempt; resuming the parts")
+    else:
+        progress.group, progress.ckpt, progress.epochs = f"run{'s' if n > 1 else ''} {group.span}", ckpt, None
+        settings = ", ".join(f"lr={r.lr:g} wd={r.weight_decay:g} seed={r.seed}" for r in group.runs)
+        log(f"{progress.group}/{group.total} {job.task}/{group.label}{f', {n} fused' if n > 1 else ''}: {settings}"
+            f"{' (resuming a checkpoint)' if ckpt.exists() else ''}")
+        try:
+            results = train_group(group, data, ckpt, on_epoch, hooks.loss, log)
+        except torch.cuda.OutOfMemoryError as err:
+            if n == 1:
+                raise
+            cause = str(err).splitlines()[0] if str(err) else "out of memory"
+            results = None
+        if results is not None:
+            done(group, results)
+            progress.group, progress.ckpt = "", None  # finished: a rerun skips these runs
+            remove(ckpt)
+            return
+        # outside the except block, so the failed attempt's tensors can be freed
+        resume = "each half starts over (no checkpoint yet)"
+        if ckpt.exists():
+            split_checkpoint(ckpt, [([r.index for r in runs], _checkpoint_path(job, runs)) for runs in halves])
+            resume = f"each half resumes from its share of {ckpt.name}"
+        log(f"runs {group.span}: a fused group of {n} does not fit on {device_name(job.device)} ({cause}); "
+            f"splitting it into {n // 2} + {n - n // 2}; {resume}")
+        if job.device.type == "cuda":
+            torch.cuda.empty_cache()
+    for runs in halves:
         _train_fitting(dataclasses.replace(group, runs=runs), data, job, on_epoch, hooks, progress, done)
 
 

@@ -26,6 +26,7 @@ import dataclasses
 import datetime as dt
 import math
 import random
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,17 +36,12 @@ import numpy as np
 import torch
 
 from deltanet.config import check_choice
+from deltanet.io import set_aside, signals_held
 from deltanet.metrics import TaskMetrics
 from deltanet.model import ModelConfig, build_model
 from deltanet.runs import DIVERGED, METRIC_NAMES
 from deltanet.training.capture import CapturedStep, capture_enabled
-from deltanet.training.checkpoint import (
-    CHECKPOINT_FORMAT,
-    UnusableCheckpoint,
-    read_checkpoint,
-    save_checkpoint,
-    set_aside,
-)
+from deltanet.training.checkpoint import Checkpoint, LiveMembers, UnusableCheckpoint, read_checkpoint, save_checkpoint
 from deltanet.training.fused import FusedModel, member_losses
 from deltanet.training.optim import StackedAdamW
 from deltanet.training.protocol import Verdict, judge_epoch
@@ -314,20 +310,20 @@ class Group:
         failed = self.step.failure or self.eval_step.failure or not self.capture
         return not failed and (self.replayed or self.step.captured or self.eval_step.captured)
 
-    def state_dict(self) -> dict:
-        """What a resume needs of the live runs (none left: nothing)."""
+    def live_members(self) -> LiveMembers | None:
+        """What a resume needs of the live runs (none left: None)."""
         if not self.runs:
-            return {"active": []}
-        return {"active": [r.index for r in self.runs], "optimizer": self.optimizer.state_dict(),
-                "params": {n: p.detach().clone() for n, p in self.fused.params.items()},
-                "shuffles": {r.index: self.shuffles[r.index].get_state() for r in self.runs}}  # fmt: skip
+            return None
+        return LiveMembers([r.index for r in self.runs], {n: p.detach().clone() for n, p in self.fused.params.items()},
+                           self.optimizer.state_dict(), {r.index: self.shuffles[r.index].get_state()
+                                                         for r in self.runs})  # fmt: skip
 
-    def load_state_dict(self, payload: dict) -> None:
+    def load_live_members(self, live: LiveMembers) -> None:
         with torch.no_grad():
             for name, p in self.fused.params.items():
-                p.copy_(payload["params"][name])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        for index, state in payload["shuffles"].items():
+                p.copy_(live.params[name])
+        self.optimizer.load_state_dict(live.optimizer)
+        for index, state in live.shuffles.items():
             self.shuffles[index].set_state(state)
 
 
@@ -336,7 +332,7 @@ def train_group(plan: GroupPlan, data: TensorData, ckpt: Path, on_epoch: OnEpoch
     """Train (or resume from ``ckpt``) a group; return each run's result columns, in ``plan.runs`` order.
 
     ``on_epoch(plan, run, state, metrics)`` is called for each run of the epoch once its checkpoint is on disk
-    (progress lines; it may raise to stop the job)."""
+    (progress lines; it may raise to stop the job); a SIGTERM meanwhile arrives after the last call."""
     group, states = resume_or_start(plan, len(data.train_inputs[0]), ckpt, loss_hook, log)
     started, prior_wall = time.perf_counter(), {index: s.wall_seconds for index, s in states.items()}
     reset_peak_memory(plan.device)
@@ -349,9 +345,11 @@ def train_group(plan: GroupPlan, data: TensorData, ckpt: Path, on_epoch: OnEpoch
             states[run.index].wall_seconds = prior_wall[run.index] + time.perf_counter() - started
         finish(group, stopped, states, data)
         group.leave(stopped)
-        save_checkpoint(ckpt, checkpoint_payload(group, states))
-        for run in runs:
-            on_epoch(plan, run, states[run.index], progress(states[run.index], stats))
+        checkpoint = Checkpoint({index: dataclasses.asdict(s) for index, s in states.items()}, group.live_members())
+        with signals_held(signal.SIGTERM):  # the checkpoint and the lines that announce it, as one step
+            save_checkpoint(ckpt, [r.index for r in plan.runs], checkpoint)
+            for run in runs:
+                on_epoch(plan, run, states[run.index], progress(states[run.index], stats))
     return [states[run.index].result for run in plan.runs]
 
 
@@ -388,31 +386,24 @@ def finish(group: Group, stopped: list[RunPlan], states: dict[int, RunState], da
                                  captured=group.captured)  # fmt: skip
 
 
-def checkpoint_payload(group: Group, states: dict[int, RunState]) -> dict:
-    """The one payload a resume needs: the live runs' state and every run's record."""
-    return {"format": CHECKPOINT_FORMAT, "runs": [r.index for r in group.plan.runs], **group.state_dict(),
-            "states": {index: dataclasses.asdict(s) for index, s in states.items()}}  # fmt: skip
-
-
 def resume_or_start(plan: GroupPlan, seq_len: int, ckpt: Path, loss_hook: LossHook | None,
                     log: Callable[[str], None]) -> tuple[Group | None, dict[int, RunState]]:  # fmt: skip
     """The group as ``ckpt`` left it, on ``plan.device`` (None: every run had finished), or new. A checkpoint that
     cannot be used is moved aside (the log line names where) and the group starts over; any other error while
     resuming is the caller's."""
     capture = capture_enabled(plan.optim.get("capture", "auto"), plan.device, log)
-    payload = None
+    checkpoint = None
     if ckpt.exists():
         try:
-            payload = read_checkpoint(ckpt, [r.index for r in plan.runs], plan.device)
+            checkpoint = read_checkpoint(ckpt, [r.index for r in plan.runs], plan.device)
         except UnusableCheckpoint as err:
             aside = set_aside(ckpt)
             log(f"  runs {plan.span}: checkpoint {ckpt} unusable ({err}); moved to {aside}, restarting these runs")
-    if payload is None:
+    if checkpoint is None:
         return Group(plan, plan.runs, seq_len, capture, loss_hook), {r.index: RunState() for r in plan.runs}
-    states = {index: RunState(**state) for index, state in payload["states"].items()}
-    live = [r for r in plan.runs if r.index in payload["active"]]
-    if not live:
+    states = {index: RunState(**state) for index, state in checkpoint.states.items()}
+    if checkpoint.live is None:
         return None, states
-    group = Group(plan, live, seq_len, capture, loss_hook)
-    group.load_state_dict(payload)
+    group = Group(plan, [r for r in plan.runs if r.index in checkpoint.live.runs], seq_len, capture, loss_hook)
+    group.load_live_members(checkpoint.live)
     return group, states

@@ -178,3 +178,10 @@ class StackedAdamW:
         self.weight_decay = self.weight_decay[index]
         self.exp_avg = [m[index] for m in self.exp_avg]
         self.exp_avg_sq = [v[index] for v in self.exp_avg_sq]
+
+
+def select_members(state: dict, keep: Sequence[int]) -> dict:
+    """A :meth:`StackedAdamW.state_dict` of the members ``keep`` only (indices into dim 0), in that order."""
+    per_member = ("step", "lr", "weight_decay")
+    return {**state, **{key: state[key][list(keep)] for key in per_member},
+            **{key: [t[list(keep)] for t in state[key]] for key in ("exp_avg", "exp_avg_sq")}}  # fmt: skip

@@ -33,7 +33,7 @@ def test_full_scale_plans_the_whole_grid_with_gpus(workdir):
         assert counts["train"] == 144
     train_jobs = [wc for rule, wc in planned_jobs(run.output) if rule == "train"]
     assert all("scale=full" in wc for wc in train_jobs)
-    assert "gpu=1, runtime=2880, mem_mb=16000" in run.output
+    assert "gpu=1, gpu_slot_plan=, runtime=2880, mem_mb=16000" in run.output  # no GPU here: no plan
 
 
 @pytest.mark.parametrize(

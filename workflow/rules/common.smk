@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 from functools import cache
 from pathlib import Path
 
@@ -19,10 +20,10 @@ from snakemake.logging import logger
 from snakemake.settings.types import DeploymentMethod
 
 from deltanet.config import ConfigError, checked_config, read_yaml
-from deltanet.import_graph import closure, command_roots, source_files
-from deltanet.hashing import config_hash, file_sha256
+from deltanet import import_graph
+from deltanet.import_graph import source_files, train_modules, train_shared_code_sha256
 from deltanet.io import write_text_atomic
-from deltanet.gpu_slots import SLOTS_ENV, SlotError, plan_slots
+from deltanet.gpu_slots import MACHINE_LOCK_DIR, SlotError, plan_slots
 from deltanet.machine import (
     NvidiaSmiError,
     nvidia_gpu_visible,
@@ -154,9 +155,20 @@ def check_runnable_here(config, scale):
         )
 
 
-# Jobs read their slots from this variable only where this run plans them (gpu_slot_plan): one left in the shell of
-# the user or of a submitting host must never reach a job.
-os.environ.pop(SLOTS_ENV, None)
+def gpu_slot_plan_argument(wildcards):
+    """The ``--plan`` argument of `deltanet gpu-slot` in the GPU rules' commands: the plan this run made
+    (gpu_slot_plan), or nothing (a CPU scale, a cluster job). A resource, so that it is an argument (it survives
+    Apptainer's --cleanenv, which drops variables) and yet no rerun trigger (moving to another machine reruns
+    nothing)."""
+    plan = (
+        gpus(wildcards) > 0
+        and gpu_slot_plan(wildcards.scale) is None
+        and SLOT_PLANS.get(wildcards.scale)
+    )
+    return f"--plan {shlex.quote(plan)}" if plan else ""
+
+
+SLOT_PLANS = {}  # scale -> the slot plan's JSON, once gpu_slot_plan made it
 
 
 def jobs_run_here():
@@ -180,8 +192,8 @@ def gpu_slot_plan(scale):
     exist), or None.
 
     Prints the plan, caps Snakemake's ``gpu`` resource at the slot count (or keeps a smaller ``--resources gpu=N``)
-    and hands the plan to the jobs in SLOTS_ENV. Under a cluster executor, or in the job step it starts, nothing:
-    the scheduler picks each job's GPU.
+    and hands the plan to the jobs' commands (gpu_slot_plan_argument). Under a cluster executor, or in the job step it
+    starts, nothing: the scheduler picks each job's GPU.
     """
     if not jobs_run_here():
         return None
@@ -196,7 +208,7 @@ def gpu_slot_plan(scale):
             gpus,
             config["jobs_per_gpu"],
             os.environ.get("CUDA_VISIBLE_DEVICES"),
-            str(Path("results/.gpu-slots").resolve()),
+            config.get("gpu_lock_dir", MACHINE_LOCK_DIR),
         )
     except (NvidiaSmiError, SlotError) as err:
         return f"GPU plan for scale '{scale}': {err}"
@@ -204,9 +216,12 @@ def gpu_slot_plan(scale):
     given = workflow.global_resources.get("gpu").value
     at_a_time = slots if given is None else min(given, slots)
     workflow.register_resource("gpu", at_a_time)
-    os.environ[SLOTS_ENV] = plan.to_env()
-    capped = f" (--resources gpu={given})" if at_a_time < slots else ""
-    logger.warning(plan.describe(at_a_time) + capped)
+    SLOT_PLANS[scale] = plan.to_json()
+    logger.warning(
+        plan.describe(
+            at_a_time, f" (--resources gpu={given})" if at_a_time < slots else ""
+        )
+    )
     return None
 
 
@@ -279,36 +294,14 @@ def apptainer_on():
     return DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
 
 
-# The task registry imports every task module; a job uses only its own task's (a root below).
-REGISTRY_EDGES = frozenset(
-    ("deltanet.tasks", f"deltanet.tasks.{task}") for task in TASK_IDS
-)
-
-
-@cache
-def files_loaded_by(module):
-    """The package files importing ``module`` loads; once per module, as 144 train jobs share most of their roots."""
-    return frozenset(
-        source_files(PACKAGE, closure(PACKAGE, [module], ignore=REGISTRY_EDGES))
-    )
-
-
 def command_sources(command, *modules):
     """The package files ``python -m deltanet <command>`` loads, plus ``modules`` (imported by name at run time)."""
-    roots = command_roots(command) + list(modules)
-    return sorted(frozenset().union(*map(files_loaded_by, roots)))
-
-
-def train_modules(wildcards):
-    return [
-        f"deltanet.variants.{wildcards.variant}",
-        f"deltanet.tasks.{wildcards.task}",
-    ]
+    return import_graph.command_sources(PACKAGE, command, *modules)
 
 
 def train_own_sources(wildcards):
     """The job's own variant and task modules: inputs, so that an edit names the file as the reason to rerun."""
-    return source_files(PACKAGE, train_modules(wildcards))
+    return source_files(PACKAGE, train_modules(wildcards.variant, wildcards.task))
 
 
 def train_shared_code(wildcards):
@@ -316,16 +309,9 @@ def train_shared_code(wildcards):
 
     A param reruns the jobs when their content changes, as inputs would (Snakemake compares checksums of newer
     inputs, so a touch reruns neither). As inputs, these 40-odd files x 144 jobs were most of the full-grid DAG build.
+    The job checks the same hash against its checkpoints (deltanet/import_graph.py).
     """
-    own = set(train_own_sources(wildcards))
-    sources = command_sources("train", *train_modules(wildcards))
-    return files_digest(tuple(path for path in sources if path not in own))
-
-
-@cache
-def files_digest(paths):
-    """sha256 over each path and its content's sha256, once per set of files (the train jobs share one or two)."""
-    return config_hash([(str(path), file_sha256(path)) for path in paths])
+    return train_shared_code_sha256(PACKAGE, wildcards.variant, wildcards.task)
 
 
 def train_task_settings(wildcards):

@@ -20,12 +20,13 @@ rule verify_kernels:
     threads: 1
     resources:
         gpu=gpus,
+        gpu_slot_plan=gpu_slot_plan_argument,
         mem_mb=mem_mb,
         runtime=60,
     params:
         device=device,
         quick=verify_grid,
     shell:
-        "python -m deltanet gpu-slot --gpus {resources.gpu} --"
+        "python -m deltanet gpu-slot --gpus {resources.gpu} {resources.gpu_slot_plan} --"
         " python -m deltanet verify-kernels --out {output.table} --summary {output.summary}"
         " --device {params.device} {params.quick} > {log} 2>&1"

@@ -16,6 +16,7 @@ rule train:
     threads: 1
     resources:
         gpu=gpus,
+        gpu_slot_plan=gpu_slot_plan_argument,
         mem_mb=mem_mb,
         runtime=runtime,
     params:
@@ -32,13 +33,16 @@ rule train:
         optim=lambda wc: canonical(scale_section(wc)["optim"]),
         seeds=canonical(config["seeds"]),
         kernels=config["kernels"],
+        # the device the scale means: a GPU scale never falls back to the CPU (deltanet/training/device.py)
+        device=device,
     shell:
         # gpu-slot: on a GPU machine, a slot and CUDA_VISIBLE_DEVICES of the job's own (deltanet/gpu_slots.py).
         # glibc keeps large freed buffers instead of returning them to the OS on every step (CPU speed).
         "MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184"
-        " python -m deltanet gpu-slot --gpus {resources.gpu} --"
+        " python -m deltanet gpu-slot --gpus {resources.gpu} {resources.gpu_slot_plan} --"
         " python -m deltanet train --variant {wildcards.variant} --task {wildcards.task}"
-        " --config {params.config} --scale {wildcards.scale} --out {output.runs} --threads {threads}"
+        " --config {params.config} --scale {wildcards.scale} --device {params.device} --out {output.runs}"
+        " --threads {threads}"
         " --cache-dir {params.cache_dir}"
         " > {log} 2>&1"
 
