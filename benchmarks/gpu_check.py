@@ -75,6 +75,7 @@ import threading
 import time
 import zipfile
 from collections import deque
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,44 +118,73 @@ def gpu_name() -> str | None:
     return gpus[0].name if gpus else None
 
 
+# the files of ``pytest -m cuda``, in the order that matters: a group resumed on CUDA, captured steps, fused groups
+# (tests/test_kernels.py's one CUDA test is the full-grid verification, which the verify-kernels part runs)
+CUDA_TEST_FILES = ("tests/test_resume.py", "tests/test_capture.py", "tests/test_fused.py")
+FIGURES_S = 300  # the figures that matter are in the summary within the first 5 minutes (FIRST_FIGURES' parts)
+FIRST_FIGURES = ("cuda tests", "kernels", "variant ratios", "protocol cost")
+
+
 def plan(out: Path, gpu: bool) -> list[Part]:
     """The parts in order, at the GPU's shapes or at tiny CPU shapes in the Triton interpreter.
 
-    GPU limits, from the H200 run of 2026-12-04: compilation ~10–15 s per kernel specialisation (8 processes share
-    the 8 (shape group, implementation) pairs); 10 kernel rows on a warm cache; throughput took 79 s for one engine
-    (now three, 2 timed steps each) and the epochs 61 s; the cuda tests train a few tiny groups; verify-kernels' 54
-    cases are ~5 per process. Estimates: this order of parts has not run on a GPU yet."""
+    A compile part (``benchmarks/kernel_plan.py --warm``) compiles every kernel specialisation the parts after it
+    launch, up to the next compile part, in 8 processes (fla's compilation and autotuning beside it), so that the
+    parts time and check what is already compiled; each part's ``kernels_compiled`` says what it compiled itself.
+    GPU limits, from the H200 run of 2026-12-04: compilation ~10–15 s per op call's kernels; 10 kernel rows on a warm
+    cache; throughput took 79 s for one engine and the epochs 61 s; the cuda tests train a few tiny groups;
+    verify-kernels' 54 cases are ~5 per process. Estimates: this order of parts has not run on a GPU yet."""
     py, bench = sys.executable, REPO / "benchmarks"
     interp = {} if gpu else {"TRITON_INTERPRET": "1"}
-    warms, shards = (8, 12) if gpu else (2, 2)
+    warms, fla_warms, shards = (8, 2, 12) if gpu else (2, 1, 2)
     scale = ["--scale", "full" if gpu else "tiny"]
-    throughput = [py, str(bench / "train_throughput.py"), *scale, "--json", str(out / "throughput.json")]
-    protocol = [py, str(bench / "protocol_cost.py"), *scale, "--epochs", "2",
+    throughput = [py, str(bench / "train_throughput.py"), *scale]
+    ratios = [*throughput, "--engines", "captured" if gpu else "fused", "--json", str(out / "throughput.json")]
+    fused = [*throughput, "--engines", "solo,fused"]
+    protocol = [py, str(bench / "protocol_cost.py"), *scale, "--epochs", "3",
                 "--throughput", str(out / "throughput.json"), "--json", str(out / "protocol_cost.json")]  # fmt: skip
     engine = [py, str(bench / "engine_check.py"), *scale]
     workflow = [py, str(bench / "workflow_e2e.py"), "--out", str(out / "workflow")]
     # -o addopts=: in this one process (pyproject.toml's -n needs pytest-xdist, which a bare CUDA image lacks)
-    cuda_tests = [py, "-m", "pytest", "-o", "addopts=", "-m", "cuda", "-k", "not verify_full_grid", "-v",
-                  "--tb=long", "-ra", str(REPO / "tests")]  # fmt: skip
+    cuda_tests = [py, "-m", "pytest", "-o", "addopts=", "-m", "cuda", "-v", "--tb=long", "-ra",
+                  *(str(REPO / f) for f in CUDA_TEST_FILES)]  # fmt: skip
     verify = [py, str(bench / "gpu_check.py"), "--device", "cuda" if gpu else "cpu", *([] if gpu else ["--quick"])]
     if gpu:
-        throughput += ["--steps", "2", "--warmup", "1"]
+        ratios += ["--steps", "2", "--warmup", "1"]
+        fused += ["--steps", "2", "--warmup", "1"]
     else:
-        throughput += ["--seq-len", "32", "--steps", "1", "--warmup", "1"]
+        ratios += ["--seq-len", "32", "--steps", "1", "--warmup", "1"]
+        fused += ["--seq-len", "32", "--steps", "1", "--warmup", "1", "--variants", "delta_net_4layer"]
         protocol += ["--steps-per-epoch", "2", "--tasks", "context_recall,memorization"]
         engine += ["--seq-len", "32", "--steps", "2"]
         workflow += ["--cpu"]
-    return [
-        Part("cuda tests", [cuda_tests], 60),
-        Part("kernel compile", [[py, str(bench / "kernels.py"), "--warm", f"{i}/{warms}"] for i in range(warms)],
-             60, interp),
-        Part("kernels", [[py, str(bench / "kernels.py")]], 50, interp),
-        Part("engine check", [engine], 40, interp),
-        Part("train throughput", [throughput], 100),
+    warm_fla = [[py, str(bench / "kernels.py"), "--warm-fla", f"{i}/{fla_warms}"] for i in range(fla_warms)]
+    parts = [
+        Part("cuda tests", [cuda_tests], 45),
+        Part("kernel compile", [[py, str(bench / "kernel_plan.py"), "--warm", f"{i}/{warms}"] for i in range(warms)]
+             + warm_fla, 60, interp),
+        Part("kernels", [[py, str(bench / "kernels.py")]], 45, interp),
+        Part("variant ratios", [ratios], 80),
         Part("protocol cost", [protocol], 50, optional_flag="--throughput"),
-        Part("workflow", [workflow], 90),
-        Part("verify-kernels", [[*verify, "--verify-shard", f"{i}/{shards}"] for i in range(shards)], 70, interp),
-    ]  # fmt: skip
+        Part("engine check", [engine], 40, interp),
+        Part("fused vs solo", [fused], 40),
+        Part("workflow", [workflow], 80),
+        Part("verify compile", [[py, str(bench / "kernel_plan.py"), "--warm", f"{i}/{warms}"] for i in range(warms)],
+             40, interp),
+        Part("verify-kernels", [[*verify, "--verify-shard", f"{i}/{shards}"] for i in range(shards)], 20, interp),
+    ]
+    return [compiling(part, parts) for part in parts]  # fmt: skip
+
+
+def compiling(part: Part, parts: list[Part]) -> Part:
+    """A compile part's commands with ``--parts``: the parts after it up to the next compile part (others as given)."""
+    if not part.name.endswith("compile"):
+        return part
+    after = [p.name for p in parts[parts.index(part) + 1 :]]
+    served = after[: next((i for i, name in enumerate(after) if name.endswith("compile")), len(after))]
+    commands = [[*cmd, "--parts", ",".join(served)] if cmd[1].endswith("kernel_plan.py") else cmd
+                for cmd in part.commands]  # fmt: skip
+    return dataclasses.replace(part, commands=commands)
 
 
 def default_budget(parts: list[Part]) -> int:
@@ -220,6 +250,18 @@ def versions(site: str | None) -> dict[str, str]:
     return {name: found.get(name, "absent") for name in VERSIONED}
 
 
+def triton_cache() -> Path:
+    """Where Triton keeps compiled kernels for the parts (``TRITON_CACHE_DIR``, else its default)."""
+    return Path(os.environ.get("TRITON_CACHE_DIR") or Path.home() / ".triton" / "cache")
+
+
+def kernels_in_cache() -> int:
+    """Compiled kernels in the Triton cache: each compile writes one ``__grp__<kernel>.json`` (its files' index)
+    beside the kernel's binaries, the launchers none. So a part's count is the Triton compiles it did (cache
+    misses; fla's autotuning compiles one per configuration tried); 0 in the interpreter, which compiles nothing."""
+    return sum(1 for _ in triton_cache().glob("*/__grp__*.json"))
+
+
 def not_reached(result: dict) -> list[str]:
     """What a part announced but did not emit; the whole part when it did not run."""
     if result["status"].startswith("skipped") or result["status"] == "not started":
@@ -261,7 +303,7 @@ def run_part(part: Part, out: Path, deadline: float, on_change=lambda result: No
             del cmd[i : i + 2]
     path = [str(REPO), str(REPO / "benchmarks"), *([site] if site else []), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, **part.env, "PYTHONPATH": os.pathsep.join(filter(None, path))}
-    started = time.monotonic()
+    started, cached = time.monotonic(), kernels_in_cache()
     lines: queue.Queue = queue.Queue()
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
                               start_new_session=True) for cmd in commands]  # fmt: skip
@@ -330,6 +372,7 @@ def run_part(part: Part, out: Path, deadline: float, on_change=lambda result: No
     else:
         status = next((f"failed (exit {c})" for c in codes if c), "ok")
     result.update(status=status, seconds=round(time.monotonic() - started, 1),
+                  kernels_compiled=kernels_in_cache() - cached,
                   warmup_s=total(result["rows"], "warmup_s"), measure_s=total(result["rows"], "measure_s"),
                   stdout_tail=list(tails["stdout"]), stderr_tail=list(tails["stderr"]))  # fmt: skip
     result["not_reached"] = not_reached(result)
@@ -363,13 +406,16 @@ def summary_markdown(meta: dict, results: list[dict]) -> str:
              "- `pytest -m cuda` runs first, without its full-grid test (the verify-kernels part runs that grid)", "",
              "Warm-up and measuring seconds are summed over a part's rows (over its processes where several run at "
              "once); the rest of its seconds is start-up (imports, data, process launch).", "",
-             "| part | status | limit s | seconds | warm-up s | measuring s | rows | not reached |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+             "Kernels compiled: Triton compiles during the part, counted in its cache (`kernels_in_cache`); the goal "
+             "is 0 after the compile parts (`benchmarks/kernel_plan.py` derives it without a GPU).", "",
+             "| part | status | limit s | seconds | warm-up s | measuring s | kernels compiled | rows | not reached |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
     for r in results:
         left = r.get("not_reached", [])
         left_text = ("none" if not left else f"{len(left)}: {', '.join(left[:3])}{', …' if len(left) > 3 else ''}")
         lines.append(f"| {r['part']} | {r['status']} | {r['limit_s']} | {cell(r.get('seconds', ''))} | "
-                     f"{cell(r.get('warmup_s') or '')} | {cell(r.get('measure_s') or '')} | {len(r.get('rows', []))} "
+                     f"{cell(r.get('warmup_s') or '')} | {cell(r.get('measure_s') or '')} | "
+                     f"{r.get('kernels_compiled', '')} | {len(r.get('rows', []))} "
                      f"| {left_text} |")  # fmt: skip
     for r in results:
         if "rows" not in r or r["status"] == "not started":
@@ -434,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--out is required")
     started = time.monotonic()
     args.out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TRITON_CACHE_DIR", str(args.out.resolve() / "triton-cache"))  # every part's, counted
     gpu = gpu_name()
     parts = plan(args.out, gpu is not None)
     budget = args.budget_s if args.budget_s is not None else default_budget(parts)

@@ -14,8 +14,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import gpu_check  # noqa: E402
 
-PARTS = ["cuda tests", "kernel compile", "kernels", "engine check", "train throughput", "protocol cost", "workflow",
-         "verify-kernels"]
+PARTS = ["cuda tests", "kernel compile", "kernels", "variant ratios", "protocol cost", "engine check", "fused vs solo",
+         "workflow", "verify compile", "verify-kernels"]
 
 # emits an announcement of 3 rows and 2 of them, waits until summary.json holds both (the summary is rewritten as
 # rows come, not at the end), starts a grandchild, then hangs past its limit
@@ -67,7 +67,7 @@ def test_a_part_killed_at_its_limit_keeps_the_rows_it_printed(tmp_path, monkeypa
     assert hangs["not_reached"] == ["3"] and (hangs["warmup_s"], hangs["measure_s"]) == (1.0, 0.5)
     assert done["status"] == "ok" and done["rows"] == [{"k": "x"}] and done["not_reached"] == []
     text = (tmp_path / "summary.md").read_text()
-    assert "| hangs | timed out after 4 s | 4 |" in text and "| 1 | 0.5 | 2 | 1: 3 |" in text
+    assert "| hangs | timed out after 4 s | 4 |" in text and "| 1 | 0.5 | 0 | 2 | 1: 3 |" in text
     assert "| n | warmup_s | measure_s |" in text and "| 2 | 0.5 | 0.25 |" in text and "partial output" in text
     assert "ROW " in (tmp_path / "hangs.log").read_text()
 
@@ -122,11 +122,38 @@ def test_figures_come_first_correctness_once_and_the_limits_fit_the_budget(tmp_p
     commands = [" ".join(cmd[1:]) for p in parts for cmd in p.commands]
     assert sum("--verify-shard" in c for c in commands) == len(parts[-1].commands) > 1  # the one verification
     assert not any(c.startswith("-m deltanet") for c in commands)  # never the same grid twice:
-    assert [c for c in commands if c.startswith("-m pytest")] == [
-        f"-m pytest -o addopts= -m cuda -k not verify_full_grid -v --tb=long -ra {REPO / 'tests'}"]  # no full grid
+    files = " ".join(str(REPO / f) for f in ("tests/test_resume.py", "tests/test_capture.py", "tests/test_fused.py"))
+    assert [c for c in commands if c.startswith("-m pytest")] == [  # resume first; no full grid
+        f"-m pytest -o addopts= -m cuda -v --tb=long -ra {files}"]
     assert gpu_check.default_budget(parts) == gpu_check.SETUP_S + sum(p.limit_s for p in parts)
+    # the figures that matter come first: within 5 minutes of the start, whatever the parts before them take
+    last = max(PARTS.index(name) for name in gpu_check.FIRST_FIGURES)
+    assert gpu_check.SETUP_S + sum(p.limit_s for p in parts[: last + 1]) <= gpu_check.FIGURES_S == 5 * 60
+    # each compile part warms the parts after it, up to the next one: the workflow and verify-kernels come after
+    served = {p.name: {c[c.index("--parts") + 1] for c in p.commands if "--parts" in c} for p in parts}
+    assert served["kernel compile"] == {"kernels,variant ratios,protocol cost,engine check,fused vs solo,workflow"}
+    assert served["verify compile"] == {"verify-kernels"}
     if gpu:
         assert gpu_check.default_budget(parts) <= gpu_check.CALL_S == 9 * 60
+
+
+def test_the_cuda_tests_part_names_every_file_with_cuda_tests():
+    marked = {f"tests/{f.name}" for f in (REPO / "tests").glob("test_*.py") if "@pytest.mark.cuda" in f.read_text()}
+    assert marked - {"tests/test_kernels.py"} == set(gpu_check.CUDA_TEST_FILES)  # its one: verify-kernels' grid
+    assert "def test_verify_full_grid_cuda" in (REPO / "tests/test_kernels.py").read_text()
+
+
+def test_a_part_counts_the_kernels_it_compiled(tmp_path, monkeypatch):
+    """Two compiles during the part (Triton's cache index files), one already there before it: 2."""
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "old").mkdir(parents=True)
+    (tmp_path / "cache" / "old" / "__grp__before.json").write_text("{}")
+    code = ("import os, pathlib; c = pathlib.Path(os.environ['TRITON_CACHE_DIR']); "
+            "[(c / h).mkdir() or (c / h / f'__grp__{h}.json').write_text('{}') or (c / h / 'k.cubin').write_text('')"
+            " for h in ('a', 'b')]")  # fmt: skip
+    result = gpu_check.run_part(gpu_check.Part("compiles", [[sys.executable, "-c", code]], 30), tmp_path,
+                                float("inf"))  # fmt: skip
+    assert result["status"] == "ok" and result["kernels_compiled"] == 2
 
 
 def make_wheel(folder: Path, module: str) -> Path:
