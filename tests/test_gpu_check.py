@@ -2,12 +2,15 @@
 whole check at tiny CPU shapes (slow), so CI exercises every part."""
 
 import json
+import math
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -113,6 +116,40 @@ def test_without_a_gpu_the_gpu_limits_never_stop_a_part(tmp_path, monkeypatch):
     slow_result, after = json.loads((tmp_path / "summary.json").read_text())["parts"]
     assert slow_result["status"] == after["status"] == "ok" and slow_result["rows"] == [{"k": "late"}]
     assert slow_result["limit_s"] == 1 and "not enforced without a GPU" in slow_result["notes"][0]
+
+
+def test_a_ratio_of_steps_not_replayed_leaves_the_protocol_cost_unknown():
+    import protocol_cost
+
+    row = {"job_engine": "captured", "ratio": 0.5, "replayed": True}
+    figures = {"delta_net_4layer": {**row, "ratio": 1.0}, "a": row, "b": {**row, "replayed": False}}
+    assert protocol_cost.replayed_ratios(figures) == {"delta_net_4layer": 1.0, "a": 0.5, "b": pytest.approx(math.nan,
+                                                                                                         nan_ok=True)}
+    figures["delta_net_4layer"]["replayed"] = False  # a baseline run eagerly: no ratio is of the jobs' engine
+    assert all(math.isnan(r) for r in protocol_cost.replayed_ratios(figures).values())
+    cpu = {m: {**v, "job_engine": "fused", "replayed": False} for m, v in figures.items()}
+    assert protocol_cost.replayed_ratios(cpu)["b"] == 0.5
+
+
+def test_the_protocol_cost_times_a_steady_epoch_and_counts_finish_apart(monkeypatch):
+    """finish() at the stopping epoch (made to take 10⁶ s on a fake clock) is not in the epoch's figure."""
+    import protocol_cost
+
+    from deltanet.config import load_config
+    from deltanet.training import loop
+
+    clock = {"offset": 0.0}
+    real_clock, real_finish = time.perf_counter, loop.finish
+
+    def slow_finish(group, stopped, *args):
+        real_finish(group, stopped, *args)
+        clock["offset"] += 1e6 * bool(stopped)
+
+    monkeypatch.setattr(time, "perf_counter", lambda: real_clock() + clock["offset"])
+    monkeypatch.setattr(loop, "finish", slow_finish)
+    epoch, finish = protocol_cost.epoch_seconds(load_config(REPO / "config.yaml"), "tiny", "memorization", 2,
+                                                torch.device("cpu"), steps=1)  # fmt: skip
+    assert epoch < 1e5 and finish >= 1e6
 
 
 @pytest.mark.parametrize("gpu", [True, False], ids=["gpu", "cpu"])
