@@ -1,6 +1,7 @@
 """The Triton kernel specialisations each part of the GPU check launches, derived without a GPU, and the warm-up.
 
     python benchmarks/kernel_plan.py --warm I/N --parts "kernels,engine check,..."   # the compile part of the check
+    python benchmarks/kernel_plan.py --compile-sm90 --parts "full-scale jobs"        # no GPU: smem and spills
 
 An op call (:class:`OpCall`) is what fixes which kernels compile: the rule, head count and dims, chunk size, the
 dtypes of q/k/v/β and g, an initial state, backward or not, a final-state gradient or not (batch and length are
@@ -16,6 +17,9 @@ batch, the dtypes the model hands the op under bf16 autocast, the tasks' real ro
 ``--warm`` runs one small call (batch 1, two chunks) per distinct call of the given parts, its share of them, on the
 GPU: ``tests/test_kernel_plan.py`` checks that these small calls compile every specialisation the parts launch.
 Without a GPU ``--warm`` records the launches instead of running them (one row per call either way).
+``--compile-sm90`` compiles the parts' specialisations for sm_90 with the installed Triton, without a GPU, and
+fails on a shared-memory overflow or a bf16 register spill (``tests/test_kernel_plan.py`` runs it with the image's
+Triton, ``requirements/cuda.txt``).
 """
 
 from __future__ import annotations
@@ -256,12 +260,67 @@ def warm_calls(parts: list[str], calls: dict[str, list[OpCall]]) -> list[OpCall]
     return list(dict.fromkeys(call.small() for part in parts for call in calls[part]))
 
 
+SMEM_LIMIT = 232448  # bytes of shared memory per block on sm_90 (H100/H200: 227 KiB)
+
+
+def compile_sm90(keys) -> int:
+    """Compile every (kernel, key) for sm_90 with the installed Triton, no GPU needed, as ``JITFunction._pack_args``
+    turns a launch's key into a compile; print registers, spill stack and shared memory per kernel. Returns 1 when
+    one needs more shared memory than an H100 block has (it would not launch) or spills registers in bf16."""
+    import re
+    import subprocess
+    import tempfile
+
+    import triton
+    from triton._utils import find_paths_if, get_iterable_path
+    from triton.backends.compiler import GPUTarget
+    from triton.backends.nvidia.compiler import CUDABackend
+    from triton.compiler import ASTSource
+
+    from deltanet.ops.kernels import backward, chunk_output, chunk_state, wy
+
+    jitted = {name: k for m in (wy, chunk_state, chunk_output, backward) for name, k in vars(m).items()
+              if name.endswith("_kernel")}  # fmt: skip
+    cuobjdump = Path(triton.__file__).parent / "backends/nvidia/bin/cuobjdump"
+    print(f"triton {triton.__version__}, sm_90, {len(keys)} kernel specialisations", flush=True)
+    bad = 0
+    for name, spec, options in sorted(keys, key=str):
+        sigvals = [kind for _, kind, _ in spec]
+        constexprs = {path: get_iterable_path([value for *_, value in spec], path)
+                      for path in find_paths_if(sigvals, lambda _, kind: kind == "constexpr")}  # fmt: skip
+        attrvals = ["" if kind == "constexpr" else value for _, kind, value in spec]
+        attrs = {path: CUDABackend.parse_attr(get_iterable_path(attrvals, path))
+                 for path in find_paths_if(attrvals, lambda _, x: isinstance(x, str))}  # fmt: skip
+        signature = {n: kind for n, kind, _ in spec}
+        kernel = triton.compile(ASTSource(jitted[name], signature, constexprs, attrs), target=GPUTarget("cuda", 90, 32),
+                                options=dict(options))  # fmt: skip
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+            f.write(kernel.asm["cubin"])
+            f.flush()
+            usage = subprocess.run([str(cuobjdump), "--dump-resource-usage", f.name], capture_output=True,
+                                   text=True).stdout  # fmt: skip
+        regs, stack = re.search(r"REG:(\d+).*?STACK:(\d+)", usage).groups()
+        bf16 = any(kind == "*bf16" for _, kind, _ in spec)
+        over, spills = kernel.metadata.shared > SMEM_LIMIT, bf16 and stack != "0"
+        bad += over or spills
+        values = dict((n, v) for n, kind, v in spec if kind == "constexpr")
+        print(f"{'OVER' if over else 'SPILL' if spills else 'ok'} {name} DK={values['DK']} C={values['C']} "
+              f"{'bf16' if bf16 else 'fp32'} regs={regs} spill_stack={stack} smem={kernel.metadata.shared}",
+              flush=True)  # fmt: skip
+    print(f"{bad} specialisations over sm_90's shared memory ({SMEM_LIMIT} bytes) or spilling in bf16")
+    return 1 if bad else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--warm", metavar="I/N", required=True, help="the I-th of N shares of the warm-up calls")
-    p.add_argument("--parts", required=True, help="comma-separated parts whose calls to warm up")
+    p.add_argument("--warm", metavar="I/N", help="the I-th of N shares of the warm-up calls")
+    p.add_argument("--parts", required=True, help="comma-separated parts whose calls to warm up (or compile)")
+    p.add_argument("--compile-sm90", action="store_true", help="compile the parts' specialisations for sm_90, no GPU")
     p.add_argument("--config", type=Path, default=REPO / "config.yaml")
     args = p.parse_args(argv)
+    if args.compile_sm90:
+        calls = part_calls(args.config)
+        return compile_sm90(specialisations(c for part in args.parts.split(",") for c in calls[part]))
     share, shares = (int(n) for n in args.warm.split("/"))
     calls = warm_calls(args.parts.split(","), part_calls(args.config))[share::shares]
     gpu = torch.cuda.is_available()

@@ -2,6 +2,9 @@
 nothing after a compile part compiles again, whatever lengths the tasks' generators give."""
 
 import contextlib
+import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -67,3 +70,30 @@ def test_an_unused_final_state_costs_no_gradient(calls):
     not from a zero-filled tensor autograd would otherwise allocate; verify-kernels' loss uses the state."""
     assert has_dht(specialisations(calls["protocol cost"])) == {False}
     assert has_dht(specialisations(calls["verify-kernels"])) == {True}
+
+
+def pinned(lock: Path, name: str) -> str:
+    """``name``'s requirement in a hash-checked lock: its pin and every ``--hash`` line."""
+    block = re.search(rf"^{re.escape(name)}==\S+(?: \\\n\s+--hash=sha256:[0-9a-f]+)+", lock.read_text(), re.M)
+    assert block, f"{name} is not pinned with hashes in {lock}"
+    return block.group(0)
+
+
+@pytest.mark.slow
+def test_the_images_triton_compiles_the_jobs_kernels_for_sm90(tmp_path):
+    """With the Triton of the CUDA image (``requirements/cuda.txt``, installed hash-checked beside this one),
+    every kernel specialisation the full-scale jobs launch compiles for sm_90 without a GPU, fits its shared memory
+    and spills no register in bf16 (about 25 s of compiling on 2 cores, plus the install)."""
+    requirement = pinned(REPO / "requirements" / "cuda.txt", "triton")
+    (tmp_path / "triton.txt").write_text(requirement + "\n")
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                    "--require-hashes", "--no-deps", "--only-binary=:all:", "--target", str(site),
+                    "-r", str(tmp_path / "triton.txt")], check=True)  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"PYTHONPATH": str(site)}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "kernel_plan.py"), "--compile-sm90", "--parts",
+                           "full-scale jobs"], env=env, capture_output=True, text=True)  # fmt: skip
+    version = requirement.split("==")[1].split()[0]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith(("ok", "OVER", "SPILL"))]
+    assert proc.stdout.startswith(f"triton {version}, sm_90"), proc.stdout[:300] + proc.stderr[-3000:]
+    assert proc.returncode == 0 and len(rows) == 13 and all(r.startswith("ok") for r in rows), proc.stdout
