@@ -2,28 +2,28 @@
 
     python benchmarks/gpu_check.py --out DIR [--wheels WHEELS] [--budget-s SECONDS]
 
-On one CUDA GPU, in this order, each part with its own time limit (``plan``):
+On one CUDA GPU, in this order, each part with its own time limit (``plan``), the figures that matter within the
+first 5 minutes (``FIRST_FIGURES``):
 
-1. cuda tests: ``pytest -m cuda -v`` first, so a failure shows its traceback before any limit (the full-grid
-   verification is left out: part 9 runs it): captured steps equal eager ones, a real capture failure falls back
-   safely, a group resumed on CUDA equals an uninterrupted one, the kernels in bf16;
-2. kernel compile: ``benchmarks/kernels.py --warm I/8`` in 8 processes at once — compiles (and lets fla autotune)
-   every kernel the next part times, filling the Triton cache; a fresh machine compiles each specialisation on
-   first use (~10–15 s each), so this is most of what the kernel figures cost;
-3. kernels: ``benchmarks/kernels.py`` — ours, fla and the naive loop at the full scale's job shapes (DeltaNet 4×32,
-   Gated DeltaNet 6×256/512, chunk 32, batch 128, T 128…1024) and the goal shape, bf16, each with its error against
-   the fp32 naive loop;
-4. engine check: ``benchmarks/engine_check.py --scale full`` — captured vs eager losses on the kernel path (with an
-   eager-vs-eager control) and the dtypes reaching the op, for the baseline, a loop variant and Gated DeltaNet;
-5. train throughput: ``benchmarks/train_throughput.py --scale full`` — run-tokens/s of every model solo, fused and
-   fused + captured (the jobs' engine; ``replayed`` says whether a graph really ran), ratio to the baseline;
-6. protocol cost: ``benchmarks/protocol_cost.py --scale full`` — one epoch of a job's fused group per task, the
-   protocol in GPU-hours with the jobs' engine (unknown, not guessed, where a model's ratio is missing);
-7. workflow: ``benchmarks/workflow_e2e.py`` — the workflow itself on the GPU (its slots, verify_kernels, train jobs
-   of three models as fused, captured groups), one train job stopped by SIGTERM mid-epoch and resumed on CUDA, its
-   rows compared with an uninterrupted run's;
-8. verify-kernels: the full grid of ``deltanet verify-kernels --device cuda`` (fp32/fp16/bf16), one row per case, in
-   12 processes at once (each case compiles its own specialisation).
+1. cuda tests: ``pytest -m cuda -v`` on ``CUDA_TEST_FILES`` (a group resumed on CUDA, captured steps, fused groups),
+   so a failure shows its traceback before any limit;
+2. kernel compile: ``benchmarks/kernel_plan.py --warm I/8`` — one small call per distinct kernel call of the parts
+   up to the next compile part, so that they compile nothing (each part's ``kernels_compiled``); fla's compilation
+   and autotuning beside it (``kernels.py --warm-fla``);
+3. kernels: ``benchmarks/kernels.py`` — ours and fla at the goal shape (and the naive loop there), then at the full
+   scale's job shapes (DeltaNet 4×32, Gated DeltaNet 6×256/512, chunk 32, batch 128, T 128…1024), bf16, each with
+   its error against the fp32 naive loop;
+4. variant ratios: ``benchmarks/train_throughput.py --engines captured`` — every model's run-tokens/s under
+   capture, ratio to the baseline (``replayed`` says whether a graph really ran);
+5. protocol cost: ``benchmarks/protocol_cost.py`` — a steady epoch of a job's fused group per task and ``finish()``
+   apart, the protocol in GPU-hours (unknown, not guessed, where a model's ratio is missing or not replayed);
+6. engine check: ``benchmarks/engine_check.py`` — captured vs eager losses on the kernel path (with an
+   eager-vs-eager control) and the dtypes reaching the op;
+7. fused vs solo: ``benchmarks/train_throughput.py --engines solo,fused``;
+8. workflow: ``benchmarks/workflow_e2e.py`` — the workflow on the GPU (its slots, verify_kernels, train jobs of
+   three models as fused, captured groups), one train job stopped by SIGTERM mid-epoch and resumed on CUDA;
+9. verify compile, then verify-kernels: the full grid of ``deltanet verify-kernels --device cuda`` (fp32/fp16/bf16),
+   one row per case, in 12 processes.
 
 ``benchmarks/packing.py`` (1, 4, 8 training processes on one GPU: 63.6 / 194.7 / 193.3 steps/s on 2026-12-04) is no
 longer part of the check: fused runs replace packing processes. The default ``--budget-s`` is the set-up allowance
@@ -56,7 +56,8 @@ is published as a source archive only, so build its wheel first and let the down
         -d wheels snakemake==9.27.1
 
 Without a GPU the same command runs every part at tiny shapes (the Triton interpreter, the tiny scale, 2 processes
-where the GPU has more; no fla), so the CI exercises it (``tests/test_gpu_check.py``).
+where the GPU has more; no fla; the compile parts record what would compile), so the CI exercises it
+(``tests/test_gpu_check.py``); the limits are the GPU's there, shown and never enforced.
 """
 
 from __future__ import annotations
