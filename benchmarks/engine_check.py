@@ -33,6 +33,7 @@ from deltanet.training.device import DEVICE_CHOICES, training_device  # noqa: E4
 from deltanet.variants.catalog import BASELINE_VARIANTS  # noqa: E402
 
 MODELS = (BASELINE_VARIANTS["delta"], "delta_net_4layer_momentum_state_update_in_for_loop", BASELINE_VARIANTS["gated"])
+MEMBERS = 2  # the default --members: a fused group, as the jobs train
 FLOOR = 1e-4  # the fused-vs-solo tolerance of tests/test_fused.py: what "equal" means when eager is deterministic
 
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=os.path.join(REPO, "config.yaml"))
     p.add_argument("--scale", default="full")
     p.add_argument("--steps", type=int, default=8, help="steps per group (the captured one's first 3 are warm-up)")
-    p.add_argument("--members", type=int, default=2)
+    p.add_argument("--members", type=int, default=MEMBERS)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--vocab-size", type=int, default=16)
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)

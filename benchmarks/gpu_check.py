@@ -2,28 +2,28 @@
 
     python benchmarks/gpu_check.py --out DIR [--wheels WHEELS] [--budget-s SECONDS]
 
-On one CUDA GPU, in this order, each part with its own time limit (``plan``):
+On one CUDA GPU, in this order, each part with its own time limit (``plan``), the figures that matter within the
+first 5 minutes (``FIRST_FIGURES``):
 
-1. cuda tests: ``pytest -m cuda -v`` first, so a failure shows its traceback before any limit (the full-grid
-   verification is left out: part 9 runs it): captured steps equal eager ones, a real capture failure falls back
-   safely, a group resumed on CUDA equals an uninterrupted one, the kernels in bf16;
-2. kernel compile: ``benchmarks/kernels.py --warm I/8`` in 8 processes at once — compiles (and lets fla autotune)
-   every kernel the next part times, filling the Triton cache; a fresh machine compiles each specialisation on
-   first use (~10–15 s each), so this is most of what the kernel figures cost;
-3. kernels: ``benchmarks/kernels.py`` — ours, fla and the naive loop at the full scale's job shapes (DeltaNet 4×32,
-   Gated DeltaNet 6×256/512, chunk 32, batch 128, T 128…1024) and the goal shape, bf16, each with its error against
-   the fp32 naive loop;
-4. engine check: ``benchmarks/engine_check.py --scale full`` — captured vs eager losses on the kernel path (with an
-   eager-vs-eager control) and the dtypes reaching the op, for the baseline, a loop variant and Gated DeltaNet;
-5. train throughput: ``benchmarks/train_throughput.py --scale full`` — run-tokens/s of every model solo, fused and
-   fused + captured (the jobs' engine; ``replayed`` says whether a graph really ran), ratio to the baseline;
-6. protocol cost: ``benchmarks/protocol_cost.py --scale full`` — one epoch of a job's fused group per task, the
-   protocol in GPU-hours with the jobs' engine (unknown, not guessed, where a model's ratio is missing);
-7. workflow: ``benchmarks/workflow_e2e.py`` — the workflow itself on the GPU (its slots, verify_kernels, train jobs
-   of three models as fused, captured groups), one train job stopped by SIGTERM mid-epoch and resumed on CUDA, its
-   rows compared with an uninterrupted run's;
-8. verify-kernels: the full grid of ``deltanet verify-kernels --device cuda`` (fp32/fp16/bf16), one row per case, in
-   12 processes at once (each case compiles its own specialisation).
+1. cuda tests: ``pytest -m cuda -v`` on ``CUDA_TEST_FILES`` (a group resumed on CUDA, captured steps, fused groups),
+   so a failure shows its traceback before any limit;
+2. kernel compile: ``benchmarks/kernel_plan.py --warm I/8`` — one small call per distinct kernel call of the parts
+   up to the next compile part, so that they compile nothing (each part's ``kernels_compiled``); fla's compilation
+   and autotuning beside it (``kernels.py --warm-fla``);
+3. kernels: ``benchmarks/kernels.py`` — ours and fla at the goal shape (and the naive loop there), then at the full
+   scale's job shapes (DeltaNet 4×32, Gated DeltaNet 6×256/512, chunk 32, batch 128, T 128…1024), bf16, each with
+   its error against the fp32 naive loop;
+4. variant ratios: ``benchmarks/train_throughput.py --engines captured`` — every model's run-tokens/s under
+   capture, ratio to the baseline (``replayed`` says whether a graph really ran);
+5. protocol cost: ``benchmarks/protocol_cost.py`` — a steady epoch of a job's fused group per task and ``finish()``
+   apart, the protocol in GPU-hours (unknown, not guessed, where a model's ratio is missing or not replayed);
+6. engine check: ``benchmarks/engine_check.py`` — captured vs eager losses on the kernel path (with an
+   eager-vs-eager control) and the dtypes reaching the op;
+7. fused vs solo: ``benchmarks/train_throughput.py --engines solo,fused``;
+8. workflow: ``benchmarks/workflow_e2e.py`` — the workflow on the GPU (its slots, verify_kernels, train jobs of
+   three models as fused, captured groups), one train job stopped by SIGTERM mid-epoch and resumed on CUDA;
+9. verify compile, then verify-kernels: the full grid of ``deltanet verify-kernels --device cuda`` (fp32/fp16/bf16),
+   one row per case, in 12 processes.
 
 ``benchmarks/packing.py`` (1, 4, 8 training processes on one GPU: 63.6 / 194.7 / 193.3 steps/s on 2026-12-04) is no
 longer part of the check: fused runs replace packing processes. The default ``--budget-s`` is the set-up allowance
@@ -56,7 +56,8 @@ is published as a source archive only, so build its wheel first and let the down
         -d wheels snakemake==9.27.1
 
 Without a GPU the same command runs every part at tiny shapes (the Triton interpreter, the tiny scale, 2 processes
-where the GPU has more; no fla), so the CI exercises it (``tests/test_gpu_check.py``).
+where the GPU has more; no fla; the compile parts record what would compile), so the CI exercises it
+(``tests/test_gpu_check.py``); the limits are the GPU's there, shown and never enforced.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ import threading
 import time
 import zipfile
 from collections import deque
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,45 +119,73 @@ def gpu_name() -> str | None:
     return gpus[0].name if gpus else None
 
 
+# the files of ``pytest -m cuda``, in the order that matters: a group resumed on CUDA, captured steps, fused groups
+# (tests/test_kernels.py's one CUDA test is the full-grid verification, which the verify-kernels part runs)
+CUDA_TEST_FILES = ("tests/test_resume.py", "tests/test_capture.py", "tests/test_fused.py")
+FIGURES_S = 300  # the figures that matter are in the summary within the first 5 minutes (FIRST_FIGURES' parts)
+FIRST_FIGURES = ("cuda tests", "kernels", "variant ratios", "protocol cost")
+
+
 def plan(out: Path, gpu: bool) -> list[Part]:
     """The parts in order, at the GPU's shapes or at tiny CPU shapes in the Triton interpreter.
 
-    GPU limits, from the H200 run of 2026-12-04: compilation ~10–15 s per kernel specialisation (8 processes share
-    the 8 (shape group, implementation) pairs); 10 kernel rows on a warm cache; throughput took 79 s for one engine
-    (now three, 2 timed steps each) and the epochs 61 s; the cuda tests train a few tiny groups; verify-kernels' 54
-    cases are ~5 per process. Estimates: this order of parts has not run on a GPU yet."""
+    A compile part (``benchmarks/kernel_plan.py --warm``) compiles every kernel specialisation the parts after it
+    launch, up to the next compile part, in 8 processes (fla's compilation and autotuning beside it), so that the
+    parts time and check what is already compiled; each part's ``kernels_compiled`` says what it compiled itself.
+    GPU limits, from the H200 run of 2026-12-04: compilation ~10–15 s per op call's kernels; 10 kernel rows on a warm
+    cache; throughput took 79 s for one engine and the epochs 61 s; the cuda tests train a few tiny groups;
+    verify-kernels' 54 cases are ~5 per process. Estimates: this order of parts has not run on a GPU yet."""
     py, bench = sys.executable, REPO / "benchmarks"
     interp = {} if gpu else {"TRITON_INTERPRET": "1"}
-    warms, shards = (8, 12) if gpu else (2, 2)
+    warms, fla_warms, shards = (8, 2, 12) if gpu else (2, 1, 2)
     scale = ["--scale", "full" if gpu else "tiny"]
-    throughput = [py, str(bench / "train_throughput.py"), *scale, "--json", str(out / "throughput.json")]
-    protocol = [py, str(bench / "protocol_cost.py"), *scale, "--epochs", "2",
+    throughput = [py, str(bench / "train_throughput.py"), *scale]
+    ratios = [*throughput, "--engines", "captured" if gpu else "fused", "--json", str(out / "throughput.json")]
+    fused = [*throughput, "--engines", "solo,fused"]
+    protocol = [py, str(bench / "protocol_cost.py"), *scale, "--epochs", "3",
                 "--throughput", str(out / "throughput.json"), "--json", str(out / "protocol_cost.json")]  # fmt: skip
     engine = [py, str(bench / "engine_check.py"), *scale]
     workflow = [py, str(bench / "workflow_e2e.py"), "--out", str(out / "workflow")]
     # -o addopts=: in this one process (pyproject.toml's -n needs pytest-xdist, which a bare CUDA image lacks)
-    cuda_tests = [py, "-m", "pytest", "-o", "addopts=", "-m", "cuda", "-k", "not verify_full_grid", "-v",
-                  "--tb=long", "-ra", str(REPO / "tests")]  # fmt: skip
+    cuda_tests = [py, "-m", "pytest", "-o", "addopts=", "-m", "cuda", "-v", "--tb=long", "-ra",
+                  *(str(REPO / f) for f in CUDA_TEST_FILES)]  # fmt: skip
     verify = [py, str(bench / "gpu_check.py"), "--device", "cuda" if gpu else "cpu", *([] if gpu else ["--quick"])]
     if gpu:
-        throughput += ["--steps", "2", "--warmup", "1"]
+        ratios += ["--steps", "2", "--warmup", "1"]
+        fused += ["--steps", "2", "--warmup", "1"]
     else:
-        throughput += ["--seq-len", "32", "--steps", "1", "--warmup", "1"]
+        ratios += ["--seq-len", "32", "--steps", "1", "--warmup", "1"]
+        fused += ["--seq-len", "32", "--steps", "1", "--warmup", "1", "--variants", "delta_net_4layer"]
         protocol += ["--steps-per-epoch", "2", "--tasks", "context_recall,memorization"]
         engine += ["--seq-len", "32", "--steps", "2"]
         workflow += ["--cpu"]
-    return [
-        Part("cuda tests", [cuda_tests], 60),
-        Part("kernel compile", [[py, str(bench / "kernels.py"), "--warm", f"{i}/{warms}"] for i in range(warms)],
-             60, interp),
-        Part("kernels", [[py, str(bench / "kernels.py")]], 50 if gpu else 90, interp),
-        Part("engine check", [engine], 40 if gpu else 90, interp),
-        Part("train throughput", [throughput], 100 if gpu else 150),
-        Part("protocol cost", [protocol], 50 if gpu else 150, optional_flag="--throughput"),
-        Part("workflow", [workflow], 90 if gpu else 240),
-        Part("verify-kernels", [[*verify, "--verify-shard", f"{i}/{shards}"] for i in range(shards)],
-             70 if gpu else 150, interp),
-    ]  # fmt: skip
+    warm_fla = [[py, str(bench / "kernels.py"), "--warm-fla", f"{i}/{fla_warms}"] for i in range(fla_warms)]
+    parts = [
+        Part("cuda tests", [cuda_tests], 45),
+        Part("kernel compile", [[py, str(bench / "kernel_plan.py"), "--warm", f"{i}/{warms}"] for i in range(warms)]
+             + warm_fla, 60, interp),
+        Part("kernels", [[py, str(bench / "kernels.py")]], 45, interp),
+        Part("variant ratios", [ratios], 80),
+        Part("protocol cost", [protocol], 50, optional_flag="--throughput"),
+        Part("engine check", [engine], 40, interp),
+        Part("fused vs solo", [fused], 40),
+        Part("workflow", [workflow], 80),
+        Part("verify compile", [[py, str(bench / "kernel_plan.py"), "--warm", f"{i}/{warms}"] for i in range(warms)],
+             40, interp),
+        Part("verify-kernels", [[*verify, "--verify-shard", f"{i}/{shards}"] for i in range(shards)], 20, interp),
+    ]
+    return [compiling(part, parts) for part in parts]  # fmt: skip
+
+
+def compiling(part: Part, parts: list[Part]) -> Part:
+    """A compile part's commands with ``--parts``: the parts after it up to the next compile part (others as given)."""
+    if not part.name.endswith("compile"):
+        return part
+    after = [p.name for p in parts[parts.index(part) + 1 :]]
+    served = after[: next((i for i, name in enumerate(after) if name.endswith("compile")), len(after))]
+    commands = [[*cmd, "--parts", ",".join(served)] if cmd[1].endswith("kernel_plan.py") else cmd
+                for cmd in part.commands]  # fmt: skip
+    return dataclasses.replace(part, commands=commands)
 
 
 def default_budget(parts: list[Part]) -> int:
@@ -221,6 +251,18 @@ def versions(site: str | None) -> dict[str, str]:
     return {name: found.get(name, "absent") for name in VERSIONED}
 
 
+def triton_cache() -> Path:
+    """Where Triton keeps compiled kernels for the parts (``TRITON_CACHE_DIR``, else its default)."""
+    return Path(os.environ.get("TRITON_CACHE_DIR") or Path.home() / ".triton" / "cache")
+
+
+def kernels_in_cache() -> int:
+    """Compiled kernels in the Triton cache: each compile writes one ``__grp__<kernel>.json`` (its files' index)
+    beside the kernel's binaries, the launchers none. So a part's count is the Triton compiles it did (cache
+    misses; fla's autotuning compiles one per configuration tried); 0 in the interpreter, which compiles nothing."""
+    return sum(1 for _ in triton_cache().glob("*/__grp__*.json"))
+
+
 def not_reached(result: dict) -> list[str]:
     """What a part announced but did not emit; the whole part when it did not run."""
     if result["status"].startswith("skipped") or result["status"] == "not started":
@@ -240,15 +282,20 @@ def total(rows: list[dict], key: str) -> float | None:
 
 
 def run_part(part: Part, out: Path, deadline: float, on_change=lambda result: None, site: str | None = None,
-             ) -> dict:
+             enforce: bool = True) -> dict:
     """Run the part's commands at once; collect their ``ROW`` lines into the result's ``rows`` as they come
-    (``on_change(result)`` after each); kill every process (and its children) at the limit. Returns the result."""
+    (``on_change(result)`` after each); kill every process (and its children) at the limit. Returns the result.
+
+    ``enforce`` False (no GPU): the limits are the GPU's; the part runs to its end however long this machine takes,
+    and ``limit_s`` is shown for reference only."""
     result = {"part": part.name, "status": "running", "limit_s": part.limit_s, "rows": [], "expected": [],
               "log": re.sub(r"[^a-z0-9]+", "_", part.name.lower()).strip("_") + ".log", "notes": []}  # fmt: skip
     left = deadline - time.monotonic()
-    if left < MIN_PART_S:
+    if enforce and left < MIN_PART_S:
         return {**result, "status": "skipped: the check's time budget is spent", "not_reached": ["the whole part"]}
-    limit = result["limit_s"] = int(min(part.limit_s, left))
+    limit = result["limit_s"] = int(min(part.limit_s, left)) if enforce else part.limit_s
+    if not enforce:
+        result["notes"].append(f"limit {part.limit_s} s is the GPU's: not enforced without a GPU")
     commands = [list(cmd) for cmd in part.commands]
     for cmd in commands:
         if part.optional_flag in cmd and not Path(cmd[cmd.index(part.optional_flag) + 1]).exists():
@@ -257,7 +304,7 @@ def run_part(part: Part, out: Path, deadline: float, on_change=lambda result: No
             del cmd[i : i + 2]
     path = [str(REPO), str(REPO / "benchmarks"), *([site] if site else []), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, **part.env, "PYTHONPATH": os.pathsep.join(filter(None, path))}
-    started = time.monotonic()
+    started, cached = time.monotonic(), kernels_in_cache()
     lines: queue.Queue = queue.Queue()
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
                               start_new_session=True) for cmd in commands]  # fmt: skip
@@ -291,7 +338,7 @@ def run_part(part: Part, out: Path, deadline: float, on_change=lambda result: No
 
         try:
             while open_streams:
-                left = started + limit - time.monotonic()
+                left = started + limit - time.monotonic() if enforce else 1.0
                 if left <= 0:
                     timed_out = True
                     break
@@ -309,7 +356,8 @@ def run_part(part: Part, out: Path, deadline: float, on_change=lambda result: No
         finally:
             for proc in procs:
                 try:
-                    proc.wait(timeout=0 if timed_out else max(0.0, started + limit - time.monotonic()))
+                    proc.wait(timeout=0 if timed_out else max(0.0, started + limit - time.monotonic())
+                              if enforce else None)
                 except subprocess.TimeoutExpired:
                     timed_out = True
                     os.killpg(proc.pid, signal.SIGKILL)  # its whole session: packing's workers too
@@ -325,6 +373,7 @@ def run_part(part: Part, out: Path, deadline: float, on_change=lambda result: No
     else:
         status = next((f"failed (exit {c})" for c in codes if c), "ok")
     result.update(status=status, seconds=round(time.monotonic() - started, 1),
+                  kernels_compiled=kernels_in_cache() - cached,
                   warmup_s=total(result["rows"], "warmup_s"), measure_s=total(result["rows"], "measure_s"),
                   stdout_tail=list(tails["stdout"]), stderr_tail=list(tails["stderr"]))  # fmt: skip
     result["not_reached"] = not_reached(result)
@@ -350,20 +399,24 @@ def summary_markdown(meta: dict, results: list[dict]) -> str:
     lines = [f"# GPU check — {meta['date']}", "",
              f"- device: {meta['device']}; Python {meta['python']}; "
              + ", ".join(f"{name} {version}" for name, version in meta["versions"].items()),
-             f"- budget {meta['budget_s']} s (set-up {SETUP_S} s + the parts' limits); " +
+             f"- budget {meta['budget_s']} s (set-up {SETUP_S} s + the parts' limits"
+             f"{'' if meta['limits'] else '; the GPU’s, not enforced without one'}); " +
              (f"{meta['seconds']} s in all" if "seconds" in meta else f"still running: {meta['elapsed_s']} s so far"),
              f"- wheels: {wheels['note']}; missing before: {', '.join(wheels['missing_before']) or 'none'}; "
              f"still missing: {', '.join(wheels['still_missing']) or 'none'}",
              "- `pytest -m cuda` runs first, without its full-grid test (the verify-kernels part runs that grid)", "",
              "Warm-up and measuring seconds are summed over a part's rows (over its processes where several run at "
              "once); the rest of its seconds is start-up (imports, data, process launch).", "",
-             "| part | status | limit s | seconds | warm-up s | measuring s | rows | not reached |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+             "Kernels compiled: Triton compiles during the part, counted in its cache (`kernels_in_cache`); the goal "
+             "is 0 after the compile parts (`benchmarks/kernel_plan.py` derives it without a GPU).", "",
+             "| part | status | limit s | seconds | warm-up s | measuring s | kernels compiled | rows | not reached |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
     for r in results:
         left = r.get("not_reached", [])
         left_text = ("none" if not left else f"{len(left)}: {', '.join(left[:3])}{', …' if len(left) > 3 else ''}")
         lines.append(f"| {r['part']} | {r['status']} | {r['limit_s']} | {cell(r.get('seconds', ''))} | "
-                     f"{cell(r.get('warmup_s') or '')} | {cell(r.get('measure_s') or '')} | {len(r.get('rows', []))} "
+                     f"{cell(r.get('warmup_s') or '')} | {cell(r.get('measure_s') or '')} | "
+                     f"{r.get('kernels_compiled', '')} | {len(r.get('rows', []))} "
                      f"| {left_text} |")  # fmt: skip
     for r in results:
         if "rows" not in r or r["status"] == "not started":
@@ -428,12 +481,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--out is required")
     started = time.monotonic()
     args.out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TRITON_CACHE_DIR", str(args.out.resolve() / "triton-cache"))  # every part's, counted
     gpu = gpu_name()
     parts = plan(args.out, gpu is not None)
     budget = args.budget_s if args.budget_s is not None else default_budget(parts)
     deadline = started + budget
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": gpu or "no GPU: tiny CPU shapes",
-            "python": platform.python_version(), "budget_s": budget,
+            "python": platform.python_version(), "budget_s": budget, "limits": gpu is not None,
             "wheels": install_wheels(args.wheels, args.out / "site")}  # fmt: skip
     meta["versions"] = versions(meta["wheels"]["site"])
     results = [{"part": part.name, "status": "not started", "limit_s": part.limit_s, "not_reached": ["the whole part"]}
@@ -445,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
             meta["elapsed_s"] = round(time.monotonic() - started, 1)
             write_summary(args.out, meta, results)
 
-        results[i] = run_part(part, args.out, deadline, on_change, meta["wheels"]["site"])
+        results[i] = run_part(part, args.out, deadline, on_change, meta["wheels"]["site"], enforce=gpu is not None)
         print(f"gpu_check: {part.name}: {results[i]['status']}", flush=True)
     meta["seconds"] = round(time.monotonic() - started, 1)
     write_summary(args.out, meta, results)

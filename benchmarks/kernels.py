@@ -1,24 +1,26 @@
 """Time our Triton chunk kernels against fla and the naive chunk loop at the shapes the training jobs launch.
 
-    python benchmarks/kernels.py [--config config.yaml] [--scale full] [--warm I/N]
+    python benchmarks/kernels.py [--config config.yaml] [--scale full] [--warm-fla I/N]
     python benchmarks/kernels.py --aot-check [--D 32 64 128 256] [--chunks 16 32 64]
 
 On CUDA, one row per shape in bf16 (median ms of forward and forward+backward, ``triton.testing.do_bench``):
 
-- the scale's own shapes, as its jobs launch them: DeltaNet (full scale: 4 heads × 32) and Gated DeltaNet (the
+- first the goal shape B=4 T=2048 H=8 D=64 for both rules (issue 9: ≥ 20× the naive loop, ≥ 1.0× fla), at the
+  scale's chunk size;
+- then the scale's own shapes, as its jobs launch them: DeltaNet (full scale: 4 heads × 32) and Gated DeltaNet (the
   reference profile: 6 heads, keys 256, values 512) at batch ``optim.batch_size`` and the MAD sequence lengths
-  128, 256, 512, 1024, with the scale's chunk size (reference profile: 32);
-- the goal shape B=4 T=2048 H=8 D=64 for both rules (issue 9: ≥ 20× the naive loop, ≥ 1.0× fla), same chunk size.
+  128, 256, 512, 1024, with the scale's chunk size (reference profile: 32); the kernels do not specialise on the
+  length (``deltanet/ops/kernels/launch.py``, ``LENGTH_ARGS``), so 128 times what a job's 127 runs.
 
 Implementations: ours, fla's ``chunk_delta_rule`` / ``chunk_gated_delta_rule`` when importable (its own chunk, 64),
-and the naive chunk loop. Beside each time, each implementation's bf16 error against the fp32 naive loop: the worst
+and the naive chunk loop (at the goal shape only). Beside each time, each implementation's bf16 error against the fp32 naive loop: the worst
 RMS-ratio over o and every gradient, on the first ``ERR_BATCH`` sequences of the shape (drawn by the ops' test
 harness; the timing batch repeats them). Each row is printed as soon as it is measured (``rows.emit``), with the
 seconds of first calls (compilation, fla's autotuning: ``warmup_s``) and of timing (``measure_s``); a markdown
 table follows at the end.
 
-``--warm I/N``: compile only, running each implementation once at every row's shapes, for the I-th of N shares of
-the (shape group, implementation) pairs, so that N processes fill the Triton cache in parallel before the timing run.
+``--warm-fla I/N``: fla only, once at every row's shapes, for the I-th of N shares of the shape groups, so that its
+compilation and autotuning happen before the timing run.
 
 ``--aot-check`` (no GPU needed): compiles every kernel specialisation for sm_90 (H100/H200) with the launch
 configuration the wrapper would use, and reports registers, spill stack and shared memory; it fails if a kernel the
@@ -65,13 +67,14 @@ class Group:
     Dk: int
     Dv: int
     C: int
+    timed: tuple[str, ...] = IMPLS  # the implementations timed at these shapes
 
     def label(self, T: int) -> str:
         return f"{self.op} B={self.B} T={T} H={self.H} Dk={self.Dk} Dv={self.Dv} C={self.C}"
 
 
 def shape_groups(config_path: Path, scale_name: str, cuda: bool) -> list[Group]:
-    """The scale's DeltaNet and Gated DeltaNet shapes, then the goal shape; tiny shapes without CUDA."""
+    """The goal shape, then the scale's DeltaNet and Gated DeltaNet shapes; tiny shapes without CUDA."""
     if not cuda:
         return [Group("tiny delta", "delta", 1, (32,), 1, 16, 16, 16),
                 Group("tiny gated", "gated", 1, (32,), 1, 16, 32, 16)]  # fmt: skip
@@ -81,8 +84,10 @@ def shape_groups(config_path: Path, scale_name: str, cuda: bool) -> list[Group]:
     scale = load_config(config_path)["scales"][scale_name]
     model = ModelConfig(vocab_size=2, **scale["model"])
     B, C = scale["optim"]["batch_size"], model.chunk_size
-    jobs = [Group(f"{scale_name} {op}", op, B, JOB_LENGTHS, *model.layer_shape(op), C) for op in ("delta", "gated")]
-    return jobs + [Group(f"goal {op}", op, 4, (2048,), 8, 64, 64, C) for op in ("delta", "gated")]
+    # the goal shape first (the figure issue 9 set); the naive loop only there (0.77 s a step at the jobs' batch)
+    goal = [Group(f"goal {op}", op, 4, (2048,), 8, 64, 64, C) for op in ("delta", "gated")]
+    return goal + [Group(f"{scale_name} {op}", op, B, JOB_LENGTHS, *model.layer_shape(op), C, ("ours", "fla"))
+                   for op in ("delta", "gated")]  # fmt: skip
 
 
 def implementations(op: str, chunk_size: int, names=IMPLS) -> dict:
@@ -169,9 +174,10 @@ def measure(group: Group, T: int, impls: dict, dtype: torch.dtype, device: str) 
     return {**row, "warmup_s": round(warmup, 2), "measure_s": round(measuring, 2)}
 
 
-def warm(groups: list[Group], share: int, shares: int, dtype: torch.dtype, device: str) -> None:
-    """Run each (group, implementation) pair of this share once at every row's shapes: it fills the Triton cache."""
-    pairs = [(g, name) for g in groups for name in ("ours", "fla")][share::shares]
+def warm_fla(groups: list[Group], share: int, shares: int, dtype: torch.dtype, device: str) -> None:
+    """Run fla once at every row's shapes, this share of the groups: it compiles and autotunes fla's kernels (ours
+    are compiled by ``benchmarks/kernel_plan.py --warm``)."""
+    pairs = [(g, "fla") for g in groups][share::shares]
     expect("warm", [f"{g.name} {name}" for g, name in pairs])
     for g, name in pairs:
         fn = implementations(g.op, g.C, [name]).get(name)
@@ -260,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=REPO / "config.yaml")
     parser.add_argument("--scale", default="full", help="the scale whose job shapes are timed (on CUDA)")
-    parser.add_argument("--warm", metavar="I/N", help="compile only: the I-th of N shares of the shapes")
+    parser.add_argument("--warm-fla", metavar="I/N", help="run fla only, the I-th of N shares of the shapes")
     parser.add_argument("--aot-check", action="store_true", help="compile for sm_90 without a GPU; check smem")
     parser.add_argument("--D", nargs="+", type=int, default=list(AOT_DIMS), help="head dims for --aot-check")
     parser.add_argument("--chunks", nargs="+", type=int, default=list(CHUNK_SIZES), help="chunks for --aot-check")
@@ -276,9 +282,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
     groups = shape_groups(args.config, args.scale, cuda)
-    if args.warm:
-        share, shares = (int(n) for n in args.warm.split("/"))
-        warm(groups, share, shares, dtype, device)
+    if args.warm_fla:
+        share, shares = (int(n) for n in args.warm_fla.split("/"))
+        warm_fla(groups, share, shares, dtype, device)
         return 0
     where = torch.cuda.get_device_name() if cuda else "cpu, Triton interpreter: tiny shapes, times mean nothing"
     print(f"device: {where}; torch {torch.__version__}; TRITON_CACHE_DIR="
@@ -286,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     expect("shape", [g.label(T) for g in groups for T in g.Ts])
     rows = []
     for g in groups:
-        impls = implementations(g.op, g.C)
+        impls = implementations(g.op, g.C, g.timed)
         for T in g.Ts:
             rows.append(measure(g, T, impls, dtype, device))
             emit(**rows[-1])

@@ -6,12 +6,13 @@
 Per task: the baseline model on the task's baseline setting of the scale, trained ``--epochs`` epochs through the
 job's engine (``deltanet/training/loop.py``: the setting's runs as one fused group, as ``optim.fuse_runs`` and
 ``optim.capture`` say; its precision, batch size, evaluation each epoch); the first epoch (compilation, warm-up,
-capture) is dropped when there are more. ``--steps-per-epoch N`` (a quick look on a CPU) trains and evaluates N
+capture) is dropped when there are more, and so is what ``finish()`` took (the stopping epoch's evaluation of
+the best models on the training set), which is counted once per group instead. ``--steps-per-epoch N`` (a quick look on a CPU) trains and evaluates N
 batches per epoch and scales the time up to the full epoch's batches. Extrapolation, an upper bound (early stopping
 ignored):
 
-    GPU-hours = Σ_models Σ_settings  groups_per_setting · max_epochs · t_epoch(task) · tokens(setting)
-                                     / tokens(baseline) / ratio(model) / 3600
+    GPU-hours = Σ_models Σ_settings  groups_per_setting · (max_epochs · t_epoch(task) + t_finish(task))
+                                     · tokens(setting) / tokens(baseline) / ratio(model) / 3600
 
 with tokens = (train + test examples) · seq_len, groups_per_setting = 1 fused (|lrs| · |weight decays| · |seeds|
 with ``fuse_runs: false``), t_epoch the group's epoch, and ratio(model) the model's run-token throughput relative to
@@ -54,13 +55,28 @@ def tokens(setting) -> int:
 
 
 def epoch_seconds(config: dict, scale: str, task: str, epochs: int, device: torch.device,
-                  steps: int | None = None) -> float:  # fmt: skip
-    """Mean wall seconds of an epoch (training + evaluation) of the baseline on the task's baseline setting."""
+                  steps: int | None = None) -> tuple[float, float]:  # fmt: skip
+    """(seconds of a steady epoch, seconds of ``finish()``) of the baseline's group on the task's baseline setting.
+
+    A steady epoch: training + evaluation, the mean over epochs after the first (compilation, warm-up, capture)
+    less what ``finish()`` took in them; ``finish()`` (``deltanet/training/loop.py``: the stopping runs' best
+    models evaluated on the training set) runs once per group, at its stopping epoch, here the last."""
+    from deltanet.training import loop
+
+    finishes: list[tuple[int, float]] = []  # (epoch stamp it fell in, seconds)
+    real_finish = loop.finish
+
+    def timed_finish(*args) -> None:
+        started = time.perf_counter()
+        real_finish(*args)
+        finishes.append((len(stamps), time.perf_counter() - started))
+
     scale_cfg = config["scales"][scale]
     setting = task_settings(task, "baseline", scale_cfg["task_overrides"].get(task, {}))[0]
     optim = scale_cfg["optim"]
     batches = {"train": optim["batch_size"], "test": optim.get("eval_batch_size", optim["batch_size"])}
     full_batches = sum(-(-setting.fields[f"num_{part}_examples"] // batch) for part, batch in batches.items())
+    train_batches = -(-setting.fields["num_train_examples"] // batches["test"])  # finish() evaluates the train set
     caps = {} if steps is None else {"max_steps_per_epoch": steps, "max_eval_batches": steps}
     data = TensorData.from_datasets(make_datasets(setting), device)
     stamps = [time.perf_counter()]
@@ -72,15 +88,24 @@ def epoch_seconds(config: dict, scale: str, task: str, epochs: int, device: torc
         model_kwargs={**scale_cfg["model"], "variant": BASELINE, "kernels": config["kernels"]},
         optim={**optim, "max_epochs": epochs, "stop_accuracy": 1.1, **caps}, device=device,
     )  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        train_group(plan, data, Path(tmp) / "group.pt", lambda group, run, *_: run.index == runs[0].index and
-                    stamps.append(time.perf_counter()))  # fmt: skip
-    durations = [b - a for a, b in zip(stamps, stamps[1:])]
-    seconds = sum(durations[1:]) / (len(durations) - 1) if len(durations) > 1 else durations[0]
-    return seconds if steps is None else seconds * full_batches / (2 * steps)
+    loop.finish = timed_finish
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            train_group(plan, data, Path(tmp) / "group.pt", lambda group, run, *_: run.index == runs[0].index and
+                        stamps.append(time.perf_counter()))  # fmt: skip
+    finally:
+        loop.finish = real_finish
+    finish_in = [sum(s for epoch, s in finishes if epoch == i) for i in range(1, len(stamps))]
+    durations = [b - a - f for a, b, f in zip(stamps, stamps[1:], finish_in)]
+    steady = durations[1:] or durations
+    seconds, finish_seconds = sum(steady) / len(steady), finish_in[-1]
+    if steps is None:
+        return seconds, finish_seconds
+    return seconds * full_batches / (2 * steps), finish_seconds * train_batches / steps
 
 
-def protocol_gpu_hours(config: dict, scale: str, per_task: dict[str, float], ratios: dict[str, float] | None) -> dict:
+def protocol_gpu_hours(config: dict, scale: str, per_task: dict[str, float], ratios: dict[str, float] | None,
+                       finish: dict[str, float] | None = None) -> dict:
     """The extrapolation above. ``ratios`` None: every model assumed to cost the baseline's (said in the result);
     a model whose ratio is missing or NaN is listed in ``missing_ratios`` and the total is NaN, never filled in."""
     scale_cfg = config["scales"][scale]
@@ -93,7 +118,8 @@ def protocol_gpu_hours(config: dict, scale: str, per_task: dict[str, float], rat
         overrides = scale_cfg["task_overrides"].get(task, {})
         base = tokens(task_settings(task, "baseline", overrides)[0])
         for setting in task_settings(task, scale_cfg["grid"], overrides):
-            per_model_seconds += groups_per_setting * optim["max_epochs"] * t_epoch * tokens(setting) / base
+            epochs = optim["max_epochs"] * t_epoch + (finish or {}).get(task, 0.0)
+            per_model_seconds += groups_per_setting * epochs * tokens(setting) / base
             n_runs += runs_per_setting
     models = variant_names()
     missing = [] if ratios is None else [m for m in models if not 0 < ratios.get(m, math.nan) < math.inf]
@@ -102,6 +128,16 @@ def protocol_gpu_hours(config: dict, scale: str, per_task: dict[str, float], rat
     return {"models": len(models), "runs_per_model": n_runs, "gpu_hours_upper_bound": hours,
             "baseline_model_hours": per_model_seconds / 3600, "ratios": "assumed 1" if ratios is None else "measured",
             "missing_ratios": missing}  # fmt: skip
+
+
+def replayed_ratios(figures: dict) -> dict[str, float]:
+    """Each model's ratio from ``train_throughput.py --json``, NaN where it is not of the jobs' engine: a captured
+    figure whose steps (or the baseline's) were not replayed from a graph measured eager steps."""
+    base = figures.get(BASELINE, {})
+
+    def real(row: dict) -> bool:
+        return row.get("job_engine") != "captured" or bool(row.get("replayed"))
+    return {m: v["ratio"] if real(v) and real(base) else math.nan for m, v in figures.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,15 +155,17 @@ def main(argv: list[str] | None = None) -> int:
     device = training_device(args.device)
     ratios = None
     if args.throughput:
-        ratios = {m: v["ratio"] for m, v in json.loads(Path(args.throughput).read_text()).items()}
-    per_task = {}
+        ratios = replayed_ratios(json.loads(Path(args.throughput).read_text()))
+    per_task, finish = {}, {}
     tasks = args.tasks.split(",") if args.tasks else TASK_IDS
     expect("task", [*tasks, "protocol"])
     for task in tasks:
         started = time.perf_counter()
-        per_task[task] = epoch_seconds(config, args.scale, task, args.epochs, device, args.steps_per_epoch)
-        emit(task=task, seconds_per_group_epoch=per_task[task], measure_s=time.perf_counter() - started)
-    total = protocol_gpu_hours(config, args.scale, per_task, ratios)
+        per_task[task], finish[task] = epoch_seconds(config, args.scale, task, args.epochs, device,
+                                                     args.steps_per_epoch)  # fmt: skip
+        emit(task=task, seconds_per_group_epoch=per_task[task], finish_seconds=finish[task],
+             measure_s=time.perf_counter() - started)  # fmt: skip
+    total = protocol_gpu_hours(config, args.scale, per_task, ratios, finish)
     emit(task="protocol", **total)
     print(f"| task | s/epoch of a group (baseline setting, {BASELINE}) |\n|---|---:|")
     for task, seconds in per_task.items():
@@ -138,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nWhole protocol, scale {args.scale} ({total['models']} models × {total['runs_per_model']} runs, "
           f"every run to max_epochs): {cost}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"seconds_per_epoch": per_task, **total}, indent=1))
+        Path(args.json).write_text(json.dumps({"seconds_per_epoch": per_task, "finish_seconds": finish, **total},
+                                              indent=1))  # fmt: skip
     return 0
 
 

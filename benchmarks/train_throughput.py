@@ -47,6 +47,7 @@ from deltanet.variants.catalog import BASELINE_VARIANTS  # noqa: E402
 
 BASELINE = BASELINE_VARIANTS["delta"]
 ENGINES = ("solo", "fused", "captured")
+SEQ_LEN = 128  # the MAD baseline length of the recall tasks (the default --seq-len)
 
 
 def job_group(cfg: dict, variant: str, members: int, seq: int, vocab: int, device: torch.device, capture: bool):
@@ -120,13 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=os.path.join(REPO, "config.yaml"))
     p.add_argument("--scale", default="full")
-    p.add_argument("--seq-len", type=int, default=128, help="MAD baseline length of the recall tasks")
+    p.add_argument("--seq-len", type=int, default=SEQ_LEN, help="MAD baseline length of the recall tasks")
     p.add_argument("--vocab-size", type=int, default=16)
     p.add_argument("--members", type=int, help="members of the fused group (default: runs per setting)")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--variants", help="comma-separated names (default: every registered variant)")
+    p.add_argument("--engines", help="comma-separated subset of " + ", ".join(ENGINES) + " (default: each that "
+                   "runs on this device; the last one named is the job engine the ratios are of)")
     p.add_argument("--json", help="also write the figures as JSON to this path")
     args = p.parse_args(argv)
 
@@ -138,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     names = args.variants.split(",") if args.variants else variant_names()
     if BASELINE not in names:
         names.insert(0, BASELINE)
-    engines = ENGINES if device.type == "cuda" else ENGINES[:2]
-    job_engine = engines[-1]
+    runnable = ENGINES if device.type == "cuda" else ENGINES[:2]
+    engines = tuple(e for e in args.engines.split(",") if e in runnable) if args.engines else runnable
+    job_engine = runnable[-1] if runnable[-1] in engines else engines[-1]
     batch, seq = optim["batch_size"], args.seq_len
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"# training throughput, scale {args.scale}: {scale['model']}, batch {batch}, seq {seq}, vocab "
@@ -152,11 +156,13 @@ def main(argv: list[str] | None = None) -> int:
                                            figures.get(BASELINE))  # fmt: skip
         if args.json:  # rewritten after each model: a run stopped at its time limit keeps what it measured
             write_text_atomic(args.json, json.dumps(job_figures(figures, job_engine), indent=1))
-    print(f"| model | {' | '.join(f'{e} run-tokens/s' for e in engines)} | fused / solo | "
-          f"{job_engine} vs {BASELINE} |\n|---|{'---:|' * (len(engines) + 2)}")  # fmt: skip
+    both = {"solo", "fused"} <= set(engines)
+    print(f"| model | {' | '.join(f'{e} run-tokens/s' for e in engines)} |{' fused / solo |' * both} "
+          f"{job_engine} vs {BASELINE} |\n|---|{'---:|' * (len(engines) + 1 + both)}")  # fmt: skip
     for variant, row in job_figures(figures, job_engine).items():
         cells = " | ".join(f"{row[e]:,.0f}" for e in engines)
-        print(f"| {variant} | {cells} | {row['fused'] / row['solo']:.2f} | {row['ratio']:.3f} |")
+        gain = f" {row['fused'] / row['solo']:.2f} |" if both else ""
+        print(f"| {variant} | {cells} |{gain} {row['ratio']:.3f} |")
     return 0
 
 

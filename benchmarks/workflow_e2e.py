@@ -36,6 +36,8 @@ from rows import emit, expect
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("delta_net_4layer", "delta_net_4layer_momentum_state_update_in_for_loop", "gated_delta_net_4layer")
 TASK, STOPPED = "context_recall", "delta_net_4layer"
+LRS, WEIGHT_DECAYS = [1e-3, 3e-4], [0.0, 0.1]
+MEMBERS = len(LRS) * len(WEIGHT_DECAYS)  # one fused group per job
 RTOL = 1e-4  # tests/test_fused.py's tolerance; CPU runs must be bitwise equal (rtol 0)
 METRICS = ("test_acc", "test_ppl", "test_loss", "train_acc", "train_loss", "best_epoch", "epochs_run")
 
@@ -44,7 +46,7 @@ def e2e_scale(config: dict, cpu: bool) -> dict:
     """The ``e2e`` scale: a fused group of 4 per job, a few epochs of capped steps, the quick kernel grid; on a CPU
     a model and data small enough for seconds."""
     base = config["scales"]["full"]
-    optim = {**base["optim"], "lrs": [1e-3, 3e-4], "weight_decays": [0.0, 0.1], "max_epochs": 6,
+    optim = {**base["optim"], "lrs": LRS, "weight_decays": WEIGHT_DECAYS, "max_epochs": 6,
              "max_steps_per_epoch": 8, "max_eval_batches": 2, "stop_accuracy": 1.0}  # fmt: skip
     scale = {**base, "grid": "baseline", "optim": optim, "verify_grid": "quick",
              "resources": {"gpu": 1, "mem_mb": 8000, "runtime_min": 30}}  # fmt: skip
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             for m, log in logs.items()}  # fmt: skip
     row("gpus", args.cpu or all(gpus.values()), jobs=gpus)
     runs = summarise_runs(work)
-    row("runs", len(runs) == len(MODELS) and all(r["group_sizes"] == [4] * 4 and (args.cpu or r["captured"])
+    row("runs", len(runs) == len(MODELS) and all(r["group_sizes"] == [MEMBERS] * MEMBERS and (args.cpu or r["captured"])
                                                  for r in runs.values()), jobs=runs)  # fmt: skip
     resumed, uninterrupted = work / f"results/e2e/runs/{STOPPED}/{TASK}.parquet", args.out / "uninterrupted.parquet"
     same = compare(resumed, uninterrupted, exact=args.cpu) if resumed.exists() and uninterrupted.exists() else {}

@@ -66,7 +66,7 @@ def resolve_backend(name: str, device: torch.device | str) -> str:
     )
 
 
-def _use_kernel(backend: str, device: torch.device, chunk_size: int, key_dim: int, fused_ok: bool) -> bool:
+def use_kernels(backend: str, device: torch.device, chunk_size: int, key_dim: int, fused_ok: bool) -> bool:
     """Whether the kernels run; ``auto`` falls back to the naive loop (with a warning) where they cannot launch."""
     if not fused_ok:
         return False
@@ -103,7 +103,7 @@ def delta_rule(
     (:func:`deltanet.ops.chunkwise.loop_precision`). ``fused_ok``: ``loop_body`` is the baseline's, so the Triton
     kernels may run instead (pass False with any other loop). The kernels always accumulate in fp32 with dots in
     the precision of q's dtype, whatever the autocast state."""
-    kernels = _use_kernel(backend, q.device, chunk_size, q.shape[-1], fused_ok)
+    kernels = use_kernels(backend, q.device, chunk_size, q.shape[-1], fused_ok)
     _record("delta_rule", kernels, q, k, v, None, beta)
     if kernels:
         from deltanet.ops.delta_rule.chunk import chunk_delta_rule
@@ -133,7 +133,7 @@ def gated_delta_rule(
     loop_precision: str = "fp32",
 ) -> tuple[Tensor, Tensor]:
     """Gated delta rule through the chosen backend (see :func:`delta_rule`)."""
-    kernels = _use_kernel(backend, q.device, chunk_size, q.shape[-1], fused_ok)
+    kernels = use_kernels(backend, q.device, chunk_size, q.shape[-1], fused_ok)
     _record("gated_delta_rule", kernels, q, k, v, g, beta)
     if kernels:
         from deltanet.ops.gated_delta_rule.chunk import chunk_gated_delta_rule

@@ -20,11 +20,12 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from deltanet.ops.kernels.launch import LENGTH_ARGS
 from deltanet.ops.kernels.primitives import (gamma, load_rows, load_scalars, load_state, load_tile, mm, store_rows,
                                              store_scalars, store_tile)  # fmt: skip
 
 
-@triton.jit
+@triton.jit(do_not_specialize=LENGTH_ARGS)
 def bwd_vloop_kernel(
     q_ptr, k_ptr, v_ptr, beta_ptr, gc_ptr, tm_ptr, h_ptr, dh_ptr, vn_ptr, dvn_ptr, do_ptr,
     dv_ptr, dqa_ptr, dkt_ptr, dw_ptr, datt_ptr, dtm_ptr, dbp_ptr, dgp_ptr, dgl_ptr, scale,
@@ -102,7 +103,7 @@ def _gates(gc_ptr, row0, C: tl.constexpr, USE_G: tl.constexpr):
     return eg, egl, gam
 
 
-@triton.jit
+@triton.jit(do_not_specialize=LENGTH_ARGS)
 def bwd_post_kernel(
     q_ptr, k_ptr, beta_ptr, gc_ptr, tm_ptr, p_ptr, dqa_ptr, dkt_ptr, dw_ptr, datt_ptr, dtm_ptr, dbp_ptr, dgp_ptr,
     dgl_ptr, dkk_ptr, dq_ptr, dk_ptr, dbeta_ptr, dg_ptr, scale,
@@ -169,7 +170,7 @@ def _dq_dk(q_ptr, k_ptr, dqa_ptr, dkt_ptr, dw_ptr, dq_ptr, dk_ptr, scale, b, h, 
     store_rows(dk_ptr, dk + mm(dkk, k, PREC), b, h, t0, T, H, DK, k0, C, BK)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=LENGTH_ARGS)
 def bwd_dqk_kernel(
     q_ptr, k_ptr, beta_ptr, gc_ptr, tm_ptr, dqa_ptr, dkt_ptr, dw_ptr, datt_ptr, dkk_ptr, dq_ptr, dk_ptr, scale,
     T, Tp,

@@ -7,10 +7,11 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from deltanet.ops.kernels.launch import LENGTH_ARGS
 from deltanet.ops.kernels.primitives import load_rows, load_state, load_tile, mm, store_rows
 
 
-@triton.jit
+@triton.jit(do_not_specialize=LENGTH_ARGS)
 def fwd_o_kernel(
     q_ptr, gc_ptr, h_ptr, p_ptr, vn_ptr, o_ptr, scale,
     T, Tp, NT,

@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from deltanet.ops.kernels.launch import LENGTH_ARGS
 from deltanet.ops.kernels.primitives import load_rows, load_state, load_tile, mm, store_state, store_tile
 
 
@@ -42,7 +43,7 @@ def _fwd_write(s, k0, k_ptr, b, h, t0, T, H: tl.constexpr, C: tl.constexpr, BK: 
     return s * sdecay + mm(tl.trans(k), vn, PREC)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=LENGTH_ARGS)
 def fwd_h_kernel(
     k_ptr, w_ptr, u_ptr, gc_ptr, h0_ptr, h_ptr, vn_ptr, ht_ptr,
     T, Tp, NT,
@@ -114,7 +115,7 @@ def _bwd_write(ds, k0, q_ptr, w_ptr, b, h, t0, row0, T, H: tl.constexpr, C: tl.c
     return ds * sdecay + mm(tl.trans(q), do, PREC) + mm(tl.trans(-w), dvn, PREC)  # a sum: both dots accumulate
 
 
-@triton.jit
+@triton.jit(do_not_specialize=LENGTH_ARGS)
 def bwd_dh_kernel(
     q_ptr, k_ptr, w_ptr, p_ptr, gc_ptr, do_ptr, dht_ptr, dh_ptr, dvn_ptr, dh0_ptr, scale,
     T, Tp, NT,

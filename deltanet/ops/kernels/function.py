@@ -60,6 +60,9 @@ class ChunkDeltaRuleFunction(torch.autograd.Function):
         q, k, v, g, beta, scale, initial_state, chunk_size, _ = inputs
         saved = output[2:]
         ctx.mark_non_differentiable(*(t for t in saved if t is not None))
+        # an output nobody used gets None, not a zero-filled gradient: the intermediates' gradients are never read,
+        # and without a final-state gradient bwd_dh_kernel starts from zero itself (HAS_DHT)
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(q, k, v, g, beta, initial_state, *saved)
         ctx.scale, ctx.chunk_size = scale, chunk_size
 
@@ -70,6 +73,7 @@ class ChunkDeltaRuleFunction(torch.autograd.Function):
         g = g.contiguous() if g is not None else None
         h0_in = h0.contiguous() if h0 is not None else None
         dht = dht.contiguous() if dht is not None else None
+        do = do if do is not None else torch.zeros_like(v)  # only the final state was used: o's gradient is 0
         dq, dk, dv, dg, dbeta, dh0 = chunk_backward(q, k, v, g, beta, ctx.scale, h0_in, ctx.chunk_size, saved, do,
                                                     dht)  # fmt: skip
         dh0 = dh0.to(h0.dtype) if h0 is not None else None
@@ -127,14 +131,21 @@ def chunk_rule(
     if q.dtype == torch.bfloat16 and interpreted:
         raise RuntimeError("bf16 is broken in the Triton interpreter; use fp32/fp16 on CPU")
     scale = DK**-0.5 if scale is None else float(scale)
+    return run_kernels(q, k, v, beta, g, scale, initial_state, chunk_size, fault == "drop_state_update")
+
+
+def run_kernels(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, g: Tensor | None, scale: float,
+                initial_state: Tensor | None, chunk_size: int, drop_update: bool) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """(o, final state) from the kernels, inputs already checked by :func:`chunk_rule` (``benchmarks/kernel_plan.py``
+    calls it on meta tensors to record the launches a GPU call makes)."""
+    DV = v.shape[-1]
     if DV > MAX_HEAD_DIM:
         # value columns are independent (column j of S and o depends on column j of v only), so wide value heads
         # (fla's Gated DeltaNet: 512) run as blocks of MAX_HEAD_DIM; autograd sums the blocks' dq, dk, dβ, dg
         blocks = torch.arange(DV, device=v.device).split(MAX_HEAD_DIM)
-        parts = [chunk_rule(q, k, v[..., cols], beta, g=g, chunk_size=chunk_size, scale=scale, fault=fault,
-                            initial_state=None if initial_state is None else initial_state[..., cols])
+        parts = [run_kernels(q, k, v[..., cols], beta, g, scale,
+                             None if initial_state is None else initial_state[..., cols], chunk_size, drop_update)
                  for cols in blocks]  # fmt: skip
         return torch.cat([o for o, _ in parts], dim=-1), torch.cat([s for _, s in parts], dim=-1)
-    drop = fault == "drop_state_update"
-    o, ht, *_ = ChunkDeltaRuleFunction.apply(q, k, v, g, beta, scale, initial_state, chunk_size, drop)
+    o, ht, *_ = ChunkDeltaRuleFunction.apply(q, k, v, g, beta, scale, initial_state, chunk_size, drop_update)
     return o, ht

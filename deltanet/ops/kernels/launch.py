@@ -21,6 +21,13 @@ from deltanet.machine import triton_interpreter_requested
 # needed 448 KiB untiled), but its bf16 bwd_dh spills (~0.5 KB of stack): not launched until tuned and timed.
 MAX_KEY_DIM = {16: 256, 32: 256, 64: 128}
 CHUNK_SIZES = tuple(MAX_KEY_DIM)
+# The kernels' length arguments (rows T, padded rows Tp, chunks NT): never specialised. Triton otherwise compiles an
+# integer argument anew for each of its classes (equal to 1, divisible by 16, neither), and the tasks' lengths are
+# seq_len − 1 (127, 255, …: deltanet/tasks/generator_kit.py) where benchmarks time 128: every job would compile
+# the kernels again (~10–15 s each on an H200, README "Measured on GPU"). fla marks its lengths the same way
+# (``do_not_specialize=['T']`` in fla/ops/common/chunk_delta_h.py). ``benchmarks/kernel_plan.py`` derives the
+# specialisations a GPU run compiles.
+LENGTH_ARGS = ("T", "Tp", "NT")
 # test-only faults, passed in by ``deltanet verify-kernels --inject-fault`` to show it catches a wrong kernel
 FAULTS = ("drop_state_update",)
 

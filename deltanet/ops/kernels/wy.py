@@ -9,10 +9,11 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from deltanet.ops.kernels.launch import LENGTH_ARGS
 from deltanet.ops.kernels.primitives import gamma, load_rows, load_scalars, mm, store_tile, ut_solve
 
 
-@triton.jit
+@triton.jit(do_not_specialize=LENGTH_ARGS)
 def wy_fwd_kernel(
     q_ptr, k_ptr, v_ptr, beta_ptr, g_ptr, w_ptr, u_ptr, tm_ptr, p_ptr, gc_ptr, scale,
     T, Tp,
