@@ -130,6 +130,29 @@ def test_a_member_that_reaches_stop_accuracy_stops_alone(data, tmp_path, monkeyp
         assert_member_equals_solo(epochs[index], unscripted[index])
 
 
+def test_stopping_runs_leave_with_their_graphs_before_finish_evaluates(data, tmp_path, monkeypatch):
+    """finish() evaluates the best models eagerly: the graphs recorded for the members that stop (their memory
+    pools on a GPU) are gone before it runs, also when the last runs stop. On CPU nothing is captured, so a recorded
+    graph is stood in by a marker in each step's table."""
+    tensors, vocab = data
+    seen = []
+    real_finish, real_new_steps = loop.finish, loop.Group._new_steps
+
+    def new_steps(group):
+        real_new_steps(group)
+        group.step.graphs["shape"] = group.eval_step.graphs["shape"] = "graph of the old members"
+
+    def finish(group, stopped, states, data):
+        seen.append((len(stopped), len(group.runs), dict(group.step.graphs), dict(group.eval_step.graphs)))
+        real_finish(group, stopped, states, data)
+
+    monkeypatch.setattr(loop.Group, "_new_steps", new_steps)
+    monkeypatch.setattr(loop, "finish", finish)
+    train_logged(group([RunPlan(1, 1e-2, 0.0, 12345), RunPlan(2, 5e-3, 0.0, 7)], vocab), tensors, tmp_path)
+    stops = [entry for entry in seen if entry[0]]
+    assert stops == [(2, 0, {}, {})]  # both stop at max_epochs: the group is empty and holds no graph
+
+
 def test_fuse_runs_off_trains_groups_of_one_with_the_same_rows(tmp_path):
     (tmp_path / "solo").mkdir()
     config_fused, config_solo = write_config(tmp_path), write_config(tmp_path / "solo", fuse_runs=False)

@@ -291,7 +291,8 @@ class Group:
         return self.fused.member_state([r.index for r in self.runs].index(index))
 
     def leave(self, gone: list[RunPlan]) -> None:
-        """The runs ``gone`` leave the group: later steps run only the others."""
+        """The runs ``gone`` leave the group: later steps run only the others; the graphs recorded for the old
+        members are dropped (new steps record their own), so their memory is free before anything else runs."""
         if not gone:
             return
         self.replayed |= self.step.captured or self.eval_step.captured
@@ -303,6 +304,9 @@ class Group:
             self.fused.select(keep)
             self.optimizer.select(keep, self.fused.parameters())
             self._new_steps()
+        else:  # the graphs and their memory pools: nothing replays them any more
+            self.step.graphs.clear()
+            self.eval_step.graphs.clear()
 
     @property
     def captured(self) -> bool:
@@ -343,8 +347,8 @@ def train_group(plan: GroupPlan, data: TensorData, ckpt: Path, on_epoch: OnEpoch
         stopped = [run for run in runs if judge(group, states[run.index], run, epoch, stats, tests[run.index])]
         for run in runs:
             states[run.index].wall_seconds = prior_wall[run.index] + time.perf_counter() - started
+        group.leave(stopped)  # first: their graphs go before finish() evaluates the best models eagerly
         finish(group, stopped, states, data)
-        group.leave(stopped)
         checkpoint = Checkpoint({index: dataclasses.asdict(s) for index, s in states.items()}, group.live_members())
         with signals_held(signal.SIGTERM):  # the checkpoint and the lines that announce it, as one step
             save_checkpoint(ckpt, [r.index for r in plan.runs], checkpoint)
