@@ -39,21 +39,13 @@ measuring. Each part's whole output is in ``DIR/<part>.log``. Exit 1 if any part
 
 What a bare CUDA image lacks: every wheel in ``WHEELS`` is installed with ``pip --no-index --no-deps --target
 DIR/site`` (put on every part's ``PYTHONPATH``, ahead of the image's packages), and the summary says which modules
-were missing before and which still are. The image lent on 2026-12-04 (Python 3.12, torch 2.11
-CUDA, triton 3.6, pandas, pyarrow, tabulate, torchmetrics, pytest) lacked jsonschema, fla-core and einops; fetch
-those wheels, with jsonschema's own dependencies, on a machine with a package index:
+were missing before and which still are; a part whose own modules are missing (the workflow part: Snakemake,
+jsonschema) is skipped with one line naming them, before it starts. The image lent on 2026-12-04 (Python 3.12, torch
+2.11 CUDA, triton 3.6, pandas, pyarrow, tabulate, torchmetrics, pytest) lacked jsonschema, Snakemake, fla-core and
+einops. One command, on a machine with a package index, fetches every wheel the check needs into WHEELS (about 60
+wheels, 30 MB; Snakemake's dependency connection_pool is published as a source archive only and is built first):
 
-    pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \\
-        --platform manylinux_2_17_x86_64 -d wheels \\
-        jsonschema referencing jsonschema-specifications rpds-py fla-core==0.6.0 einops
-
-The workflow part needs Snakemake and its dependencies too (53 wheels, 28 MB); one of them, connection_pool 0.0.3,
-is published as a source archive only, so build its wheel first and let the download find it:
-
-    pip wheel --no-deps -w wheels connection_pool==0.0.3
-    pip download --only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \\
-        --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any --find-links wheels \\
-        -d wheels snakemake==9.27.1
+    bash benchmarks/gpu_wheels.sh WHEELS
 
 Without a GPU the same command runs every part at tiny shapes (the Triton interpreter, the tiny scale, 2 processes
 where the GPU has more; no fla; the compile parts record what would compile), so the CI exercises it
@@ -108,6 +100,7 @@ class Part:
     limit_s: int
     env: dict[str, str] = field(default_factory=dict)
     optional_flag: str = ""  # a flag whose file argument is dropped when the file does not exist when the part starts
+    needs: tuple[str, ...] = ()  # modules beyond torch's the part cannot run without: missing, it is skipped, named
 
 
 def gpu_name() -> str | None:
@@ -169,7 +162,7 @@ def plan(out: Path, gpu: bool) -> list[Part]:
         Part("protocol cost", [protocol], 50, optional_flag="--throughput"),
         Part("engine check", [engine], 40, interp),
         Part("fused vs solo", [fused], 40),
-        Part("workflow", [workflow], 80),
+        Part("workflow", [workflow], 80, needs=("snakemake", "jsonschema")),
         Part("verify compile", [[py, str(bench / "kernel_plan.py"), "--warm", f"{i}/{warms}"] for i in range(warms)],
              40, interp),
         Part("verify-kernels", [[*verify, "--verify-shard", f"{i}/{shards}"] for i in range(shards)], 20, interp),
@@ -290,6 +283,10 @@ def run_part(part: Part, out: Path, deadline: float, on_change=lambda result: No
     and ``limit_s`` is shown for reference only."""
     result = {"part": part.name, "status": "running", "limit_s": part.limit_s, "rows": [], "expected": [],
               "log": re.sub(r"[^a-z0-9]+", "_", part.name.lower()).strip("_") + ".log", "notes": []}  # fmt: skip
+    absent = missing(part.needs, Path(site) if site else None)
+    if absent:
+        return {**result, "status": f"skipped: needs {', '.join(absent)} (missing: bring it with --wheels, "
+                                    "benchmarks/gpu_wheels.sh)", "not_reached": ["the whole part"]}
     left = deadline - time.monotonic()
     if enforce and left < MIN_PART_S:
         return {**result, "status": "skipped: the check's time budget is spent", "not_reached": ["the whole part"]}

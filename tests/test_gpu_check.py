@@ -221,6 +221,11 @@ def test_every_wheel_is_installed_and_the_missing_modules_are_named(tmp_path):
     part = gpu_check.Part("uses", [[sys.executable, "-c", "import gpucheck_probe_b as m; print(m.VALUE)"]], 30)
     result = gpu_check.run_part(part, tmp_path, float("inf"), site=info["site"])
     assert result["status"] == "ok" and result["stdout_tail"] == ["1"]
+    needing = gpu_check.Part("needs", [[sys.executable, "-c", "open('ran', 'w')"]], 30, needs=("gpucheck_probe_b",
+                                                                                               "gpucheck_probe_c"))
+    skipped = gpu_check.run_part(needing, tmp_path, float("inf"), site=info["site"])
+    assert skipped["status"] == ("skipped: needs gpucheck_probe_c (missing: bring it with --wheels, "
+                                 "benchmarks/gpu_wheels.sh)") and not (tmp_path / "ran").exists()
     assert gpu_check.install_wheels(None, tmp_path / "none")["note"] == "no --wheels folder"
     (wheels / "broken-0.1-py3-none-any.whl").write_bytes(b"not a wheel")
     broken = gpu_check.install_wheels(wheels, tmp_path / "site2")
