@@ -249,3 +249,30 @@ def test_gpu_check_runs_every_part_at_tiny_shapes_without_a_gpu(tmp_path):
                                                               "gated B=1 T=32 H=1 Dk=16 Dv=32 C=16"}  # fmt: skip
     assert all(r["passed"] for r in parts["verify-kernels"]["rows"]) and len(parts["verify-kernels"]["rows"]) == 4
     assert "| verify-kernels | ok |" in (tmp_path / "summary.md").read_text()
+
+
+def test_the_engine_check_compares_what_the_jobs_run_parameters_and_evaluation(monkeypatch):
+    """The engine check's evaluation is the group's own (captured, on a GPU) evaluation step against the eager forward
+    on the same parameters, and it compares parameters after the steps: a step that computes something else (here an
+    evaluation step off by 1 %, parameters nudged by 1 %) is seen."""
+    import argparse
+
+    import engine_check
+    from train_throughput import job_group
+
+    from deltanet.config import load_config
+
+    cfg = load_config(REPO / "config.yaml") | {"scale": "tiny"}
+    args = argparse.Namespace(steps=1, seq_len=16, vocab_size=16)
+    group, step = job_group(cfg, "delta_net_4layer", 2, 16, 16, torch.device("cpu"), False)
+    step()
+    assert engine_check.evaluation(group, args, torch.device("cpu")) == (0.0, False)
+    off = group.eval_step.fn
+    group.eval_step.fn = lambda x: off(x) * 1.01
+    diff, replayed = engine_check.evaluation(group, args, torch.device("cpu"))
+    assert diff == pytest.approx(0.01, rel=1e-4) and diff > engine_check.FLOOR and not replayed
+    built_alike = [job_group(cfg, "delta_net_4layer", 2, 16, 16, torch.device("cpu"), False)[0] for _ in range(2)]
+    assert engine_check.params_diff(*built_alike) == 0.0
+    with torch.no_grad():
+        next(iter(built_alike[0].fused.params.values())).mul_(1.01)
+    assert engine_check.params_diff(*built_alike) == pytest.approx(0.01, rel=1e-4)  # fp32 rounding of the nudge
