@@ -130,9 +130,9 @@ def train_shared_code_sha256(package_dir: Path, variant: str, task: str) -> str:
     """sha256 of the code a train job runs besides its own variant and task modules (ops, model, training, ...): the
     workflow's ``shared_code`` param (``workflow/rules/common.smk``) and part of a job's identity
     (``deltanet/training/job.py``), so the two always agree."""
-    own = set(source_files(package_dir, train_modules(variant, task)))
-    return files_digest(package_dir, tuple(p for p in command_sources(package_dir, "train", *train_modules(variant, task))
-                                           if p not in own))  # fmt: skip
+    modules = train_modules(variant, task)
+    own = set(source_files(package_dir, modules))
+    return files_digest(package_dir, tuple(p for p in command_sources(package_dir, "train", *modules) if p not in own))
 
 
 @cache

@@ -1,6 +1,7 @@
 """The smoke scale: every full-scale setting at its real shapes (sequence lengths, vocabularies, model, chunking)
 through the training loop on the GPU precision path (bf16 autocast, here on CPU), with smaller batches."""
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -10,13 +11,14 @@ import yaml
 
 from deltanet.tasks import TASK_IDS, task_settings
 from deltanet.cli.smoke import main
+from deltanet.training.capture import WARMUP_CALLS
 from deltanet.training.smoke import BASELINES, smoke, summary_markdown
 from deltanet.variants import variant_names
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
 # only these may differ from the full scale: the smoke scale is the full one, cut short
-SMOKE_ONLY = {"max_epochs", "lrs", "weight_decays", "max_steps_per_epoch", "max_eval_batches"}
+SMOKE_ONLY = {"max_epochs", "max_steps_per_epoch", "max_eval_batches"}
 # the largest setting of these tasks, which the other variants run at: (field, value)
 LARGEST = {"selective_copy": ("seq_len", 1024), "memorization": ("vocab_size", 8192)}
 
@@ -37,7 +39,9 @@ def test_every_setting_and_every_model_runs_at_real_shapes(task, tmp_path):
     """Both baselines × every setting of the task (the 66 over all tasks), every other variant × its largest setting:
     finite, one step each. One test per task, so that a failure names its task."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["scales"]["smoke"]["optim"].update(batch_size=2, eval_batch_size=2, precision="bf16", max_steps_per_epoch=1)
+    # one member and one step: the shapes are what this test checks (a whole group: the test below)
+    config["scales"]["smoke"]["optim"].update(batch_size=2, eval_batch_size=2, precision="bf16", max_steps_per_epoch=1,
+                                              lrs=[1e-3], weight_decays=[0.0])  # fmt: skip
     df = pd.DataFrame(smoke(config, "smoke", torch.device("cpu"), variant_names(), [task], tmp_path))
     print(summary_markdown(df, "smoke", "cpu"))
     settings = task_settings(task, "mad", {})
@@ -53,6 +57,25 @@ def test_every_setting_and_every_model_runs_at_real_shapes(task, tmp_path):
     failed = df[~df["ok"]]
     assert failed.empty, failed[["variant", "task", "setting_id", "error"]].to_string()
     assert (df["peak_memory_mb"] > 0).all()
+
+
+def test_the_smoke_check_trains_each_settings_whole_fused_group_past_capture():
+    """As the full scale's jobs: every lr × weight decay of the scale as one group, 5 steps (capture's 3 warm-up
+    calls, the recording, a replay); the row reports the members, whether steps were replayed and the reserved
+    memory (NaN on a CPU, where nothing is captured)."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    optim = config["scales"]["smoke"]["optim"]
+    assert optim["max_steps_per_epoch"] >= WARMUP_CALLS + 2 and optim["max_eval_batches"] >= WARMUP_CALLS + 2
+    assert (optim["lrs"], optim["weight_decays"]) == (config["scales"]["full"]["optim"]["lrs"],
+                                                      config["scales"]["full"]["optim"]["weight_decays"])
+    tiny = {"seq_len": 16, "num_train_examples": 64, "num_test_examples": 32}
+    model = {"dim": 16, "num_heads": 2, "head_dim": 8, "chunk_size": 16}
+    config["scales"]["smoke"].update(grid="baseline", model=model, task_overrides={"context_recall": tiny})
+    optim.update(batch_size=8, eval_batch_size=8)
+    [row] = smoke(config, "smoke", torch.device("cpu"), ["delta_net_4layer"], ["context_recall"], log=lambda _: None)
+    members = len(optim["lrs"]) * len(optim["weight_decays"])
+    assert row["ok"] and row["members"] == members == 6 and row["replayed"] is False
+    assert math.isnan(row["reserved_memory_mb"]) and row["peak_memory_mb"] > 0
 
 
 def test_smoke_command_writes_its_table_and_fails_on_a_failed_run(tmp_path, monkeypatch, capsys):

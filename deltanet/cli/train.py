@@ -6,8 +6,9 @@
 
 The engine is :mod:`deltanet.training` (protocol, run loop, job, provenance). This module parses and checks the
 arguments: a bad one (unknown variant, task or scale, malformed config, unwritable output, no CUDA for ``--device
-cuda`` or for a GPU scale under ``auto``) prints one ``deltanet train: error: ...`` line and exits 2. Exit codes: 0 done (diverged runs included), 1 an output could not be
-written, 2 bad arguments, 143 stopped by SIGTERM (1 and 143 with the line saying where a rerun resumes).
+cuda`` or for a GPU scale under ``auto``) prints one ``deltanet train: error: ...`` line and exits 2. Exit codes:
+0 done (diverged runs included), 1 an output could not be written, 2 bad arguments, 143 stopped by SIGTERM (1 and
+143 with the line saying where a rerun resumes).
 
 glibc malloc fix (``docs/cpu-notes.md`` §1): the variables must be in the environment at process start,
 so when they are missing and torch is not imported yet (a command-line start), ``main`` re-executes the process

@@ -141,3 +141,11 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def peak_reserved_mb(device: torch.device) -> float:
+    """CUDA: max memory the caching allocator held (tensors, cached blocks, CUDA graph pools) since the last
+    :func:`reset_peak_memory`: what an out-of-memory is about. NaN on a CPU (no such allocator)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_reserved(device) / 2**20
+    return float("nan")
