@@ -12,6 +12,7 @@ modules a real command loads.
 from __future__ import annotations
 
 import ast
+import os
 from functools import cache
 from pathlib import Path
 
@@ -135,7 +136,13 @@ def train_shared_code_sha256(package_dir: Path, variant: str, task: str) -> str:
     return files_digest(package_dir, tuple(p for p in command_sources(package_dir, "train", *modules) if p not in own))
 
 
-@cache
 def files_digest(package_dir: Path, paths: tuple[str, ...]) -> str:
-    """sha256 over each file's path inside the package and its content's sha256 (the same wherever the package is)."""
+    """sha256 over each file's path inside the package and its content's sha256 (the same wherever the package is);
+    computed once per set of files as long as none changed (the train jobs share one or two sets)."""
+    stamps = tuple((os.stat(path).st_mtime_ns, os.stat(path).st_size) for path in paths)
+    return _digest(package_dir, paths, stamps)
+
+
+@cache
+def _digest(package_dir: Path, paths: tuple[str, ...], stamps: tuple) -> str:
     return config_hash([(Path(path).relative_to(package_dir).as_posix(), file_sha256(path)) for path in paths])

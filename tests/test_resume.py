@@ -7,7 +7,9 @@ Every rerun must give the uninterrupted job's rows: bitwise on CPU (timing colum
 
 import contextlib
 import dataclasses
+import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -209,3 +211,31 @@ def test_a_resumed_group_equals_an_uninterrupted_one(device, tmp_path):
         for got, want in zip(resumed, whole[run.index]):
             for key in ("train_loss", "acc", "ppl", "loss"):
                 assert got[key] == pytest.approx(want[key], rel=RTOL, nan_ok=True), key
+
+
+def test_a_job_rerun_after_an_edit_to_the_shared_code_sets_its_checkpoints_aside(tmp_path):
+    """A job killed mid-way, then rerun after an edit to deltanet/training/loop.py (in a copy of the package): the
+    checkpoint folder of the old code is set aside and named, never resumed, and every row carries the new code's
+    hash, the one the workflow's shared_code param holds."""
+    from deltanet.import_graph import train_shared_code_sha256
+    from deltanet.io import CRASH_ENV
+
+    shutil.copytree(REPO / "deltanet", tmp_path / "deltanet", ignore=shutil.ignore_patterns("__pycache__"))
+    config, out = write_config(tmp_path, max_epochs=3), tmp_path / "runs.parquet"
+    cmd = [sys.executable, "-m", "deltanet", "train", "--variant", "delta_net_4layer", "--task", TASK, "--config",
+           str(config), "--out", str(out), "--scale", "test", "--device", "cpu", "--threads", "1"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}  # the copy, ahead of the editable install
+    killed = subprocess.run(cmd, cwd=tmp_path, env={**env, CRASH_ENV: "SIGKILL:8"}, capture_output=True, text=True)
+    ckpt_dir = tmp_path / "runs.parquet.ckpt"
+    assert killed.returncode == -signal.SIGKILL and (ckpt_dir / "runs-0001-0002.pt").exists(), killed.stdout
+    old = train_shared_code_sha256(tmp_path / "deltanet", "delta_net_4layer", TASK)
+    with open(tmp_path / "deltanet" / "training" / "loop.py", "a") as loop:
+        loop.write("\n# an edit: the engine's code changed\n")
+    new = train_shared_code_sha256(tmp_path / "deltanet", "delta_net_4layer", TASK)
+    rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    aside = ckpt_dir.with_name(ckpt_dir.name + ".unusable")
+    assert (f"checkpoint dir {ckpt_dir} belongs to a different job configuration or code: moved to {aside}, "
+            "starting afresh") in rerun.stdout
+    assert "(resuming a checkpoint)" not in rerun.stdout and (aside / "runs-0001-0002.pt").exists()
+    assert old != new and set(pd.read_parquet(out)["shared_code_sha256"]) == {new}
