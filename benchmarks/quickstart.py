@@ -10,8 +10,8 @@ per tiny step, and optionally the tiny pipeline ÷ its floor. Not a timed test: 
 - ``launches/step``: aten ops dispatched by one training step of the tiny job's group (counted with a
   ``TorchDispatchMode``, after one warm-up step): the same on every machine.
 - ``pipeline ÷ floor`` (with ``--pipeline-seconds``, the wall time of ``snakemake --cores all`` from a clean
-  ``results/``): floor = train jobs × import time (wall) ÷ cores. The verify, identities, aggregate and report jobs are not
-  in the floor, so the ratio is an upper bound of the issue's.
+  ``results/``): floor = train jobs × import time (wall) ÷ cores. The verify, identities, aggregate and report jobs
+  are not in the floor, so the ratio is an upper bound of the issue's.
 """
 
 from __future__ import annotations

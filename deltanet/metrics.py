@@ -54,7 +54,8 @@ class TaskMetrics:
         host transfer."""
         if self._rows == 0:
             raise ValueError("TaskMetrics.compute() called before any update(); nothing was evaluated")
-        values = torch.stack([self._acc_sum / self._rows, _safe_divide(self._correct, self._tokens).double(), self._ppl_sum / self._rows,
+        micro = _safe_divide(self._correct, self._tokens).double()
+        values = torch.stack([self._acc_sum / self._rows, micro, self._ppl_sum / self._rows,
                               self._loss_sum / self._tokens])  # fmt: skip
         return dict(zip(METRIC_NAMES, values.tolist(), strict=True))
 
