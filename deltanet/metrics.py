@@ -1,5 +1,9 @@
 """MAD's evaluation metrics over one pass of a data loader (mad-lab mad/metrics.py, mad/model/pl_model_wrapper.py).
 
+The torchmetrics 1.9 definitions MAD uses, written out in the same fp32 ops (``tests/test_metrics.py`` checks them
+against torchmetrics bit for bit): importing torchmetrics loads matplotlib (``torchmetrics.utilities.plot``), about
+0.5 s of CPU in every train job (issue #35).
+
 MAD logs each metric's per-batch value and Lightning reports the epoch value as the batch-size-weighted mean of
 those (batch size = rows). So:
 - ``acc``: torchmetrics macro ``MulticlassAccuracy(num_classes=vocab, ignore_index=-100)`` per batch, weighted
@@ -15,9 +19,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchmetrics.classification import MulticlassAccuracy
-from torchmetrics.functional.classification import multiclass_accuracy
-from torchmetrics.functional.text import perplexity
 
 from deltanet.runs import METRIC_NAMES
 from deltanet.tasks.generator_kit import IGNORE
@@ -28,35 +29,53 @@ class TaskMetrics:
 
     def __init__(self, vocab_size: int, device: torch.device | str = "cpu"):
         self.vocab_size = vocab_size
-        # validate_args=False: the checks read the tensors on the host (torch.unique), a device sync per batch and
-        # member; our logits and targets are well-formed by construction
-        self._micro = MulticlassAccuracy(num_classes=vocab_size, average="micro", ignore_index=IGNORE,
-                                         validate_args=False).to(device)  # fmt: skip
         zero = torch.zeros((), dtype=torch.float64, device=device)
         self._acc_sum, self._ppl_sum, self._loss_sum = zero.clone(), zero.clone(), zero.clone()
-        self._rows, self._tokens = 0, zero.clone()
+        self._rows = 0
+        self._correct, self._tokens = (torch.zeros((), dtype=torch.int64, device=device) for _ in range(2))
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
         """``logits [B, T, V]``, ``targets [B, T]`` with -100 where a position is not scored."""
         logits = logits.detach().float()
         flat_logits, flat_targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
-        preds = flat_logits.argmax(dim=-1)
+        scored = flat_targets != IGNORE
+        preds, labels = flat_logits.argmax(dim=-1)[scored], flat_targets[scored]
         rows = targets.shape[0]
-        batch_acc = multiclass_accuracy(preds, flat_targets, num_classes=self.vocab_size, average="macro",
-                                        ignore_index=IGNORE, validate_args=False)
-        self._acc_sum += batch_acc.double() * rows
-        self._ppl_sum += perplexity(logits, targets, ignore_index=IGNORE).double() * rows
+        self._acc_sum += _macro_accuracy(preds, labels, self.vocab_size).double() * rows
+        self._ppl_sum += _perplexity(flat_logits, flat_targets, scored).double() * rows
         self._rows += rows
-        self._micro.update(preds, flat_targets)
+        self._correct += (preds == labels).sum()
         self._loss_sum += F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE, reduction="sum").double()
-        self._tokens += (flat_targets != IGNORE).sum()
+        self._tokens += scored.sum()
 
     def compute(self) -> dict[str, float]:
         """The pass's value of each of ``deltanet.runs.METRIC_NAMES`` (the run table's columns), read with one
         host transfer."""
         if self._rows == 0:
             raise ValueError("TaskMetrics.compute() called before any update(); nothing was evaluated")
-        values = torch.stack([self._acc_sum / self._rows, self._micro.compute().double(), self._ppl_sum / self._rows,
+        micro = _safe_divide(self._correct, self._tokens).double()
+        values = torch.stack([self._acc_sum / self._rows, micro, self._ppl_sum / self._rows,
                               self._loss_sum / self._tokens])  # fmt: skip
         return dict(zip(METRIC_NAMES, values.tolist(), strict=True))
+
+
+def _safe_divide(num: torch.Tensor, denom: torch.Tensor) -> torch.Tensor:
+    """``num / denom`` in fp32, 0 where ``denom`` is 0 (torchmetrics ``utilities/compute.py`` ``_safe_divide``)."""
+    num, denom = num.float(), denom.float()
+    return torch.where(denom != 0, num / denom, torch.zeros((), device=num.device))
+
+
+def _macro_accuracy(preds: torch.Tensor, labels: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """torchmetrics ``multiclass_accuracy(average="macro")`` of the scored positions: per-class recall, averaged
+    over the classes that are a target or a prediction (``_adjust_weights_safe_divide``)."""
+    tp = torch.bincount(labels[preds == labels], minlength=vocab_size)
+    support, predicted = torch.bincount(labels, minlength=vocab_size), torch.bincount(preds, minlength=vocab_size)
+    weights = ((support + predicted - tp) != 0).float()  # tp + fn + fp == 0: the class is dropped
+    return _safe_divide(weights * _safe_divide(tp, support), weights.sum(-1, keepdim=True)).sum(-1)
+
+
+def _perplexity(flat_logits: torch.Tensor, flat_targets: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+    """torchmetrics ``perplexity``: exp of the mean of -log(softmax probability of the target), scored positions."""
+    probs = torch.softmax(flat_logits, dim=1).gather(1, flat_targets.where(scored, 0).unsqueeze(1)).squeeze(1)
+    return torch.exp(-probs[scored].log().sum() / scored.sum())

@@ -21,7 +21,7 @@ from deltanet.config import ConfigError, load_config
 from deltanet.model import LanguageModel, ModelConfig
 from deltanet.tasks import make_datasets, task_settings
 from deltanet.training.capture import CapturedStep, capture_enabled
-from deltanet.training.fused import FusedModel
+from deltanet.training.fused import FusedModel, member_losses
 from deltanet.training.loop import GroupPlan, RunPlan, TensorData, train_group, train_step
 from deltanet.training.optim import StackedAdamW
 
@@ -291,3 +291,18 @@ def test_a_failing_capture_warns_once_and_runs_eagerly(monkeypatch):
     assert len(lines) == 1
     assert "capturing the training step as a CUDA graph failed (RuntimeError: no capture)" in lines[0]
     assert step.failure and not step.captured
+
+
+def test_member_losses_are_each_members_own_cross_entropy():
+    """Each member's mean over its own scored tokens (members score different numbers of tokens), and its gradient
+    reaches only its own logits."""
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 2, 5, 7, generator=gen, requires_grad=True)
+    targets = torch.randint(0, 7, (3, 2, 5), generator=gen)
+    targets[0, 0, :4], targets[2, 1, :] = -100, -100
+    solo = torch.stack([torch.nn.functional.cross_entropy(logits[i].reshape(-1, 7), targets[i].reshape(-1),
+                                                          ignore_index=-100) for i in range(3)])  # fmt: skip
+    losses = member_losses(logits, targets)
+    torch.testing.assert_close(losses, solo, rtol=1e-6, atol=0)
+    losses[1].backward()
+    assert logits.grad[[0, 2]].abs().sum() == 0 and logits.grad[1].abs().sum() > 0

@@ -74,10 +74,12 @@ class FusedModel:
         self.buffers = {n: b.index_select(0, index) for n, b in self.buffers.items()}
 
 
-def _member_loss(logits: Tensor, targets: Tensor) -> Tensor:
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
-
-
 def member_losses(logits: Tensor, targets: Tensor) -> Tensor:
-    """Cross-entropy in fp32 per member, ``[R]``: logits ``[R, B, T, V]``, targets ``[R, B, T]`` (-100 not scored)."""
-    return vmap(_member_loss)(logits.float(), targets)
+    """Cross-entropy in fp32 per member, ``[R]``: logits ``[R, B, T, V]``, targets ``[R, B, T]`` (-100 not scored).
+
+    Per-token losses of all members in one call, then each member's mean over its scored tokens: under ``vmap``,
+    ``cross_entropy``'s decomposition imports sympy on its first call (about 0.4 s of CPU per job, issue #35)."""
+    r, vocab = logits.shape[0], logits.shape[-1]
+    per_token = F.cross_entropy(logits.float().reshape(-1, vocab), targets.reshape(-1), ignore_index=IGNORE,
+                                reduction="none").reshape(r, -1)  # fmt: skip
+    return per_token.sum(1) / (targets.reshape(r, -1) != IGNORE).sum(1)
