@@ -9,10 +9,8 @@ import sys
 from pathlib import Path
 
 _CONTEXT = multiprocessing.get_context("forkserver")
-# what every job imports sooner or later: the job, parquet, and the symbolic shapes (sympy) that cross-entropy's
-# decomposition under vmap imports on its first call
-_CONTEXT.set_forkserver_preload(["deltanet.cli.train", "deltanet.training.job", "pyarrow.parquet",
-                                 "torch.fx.experimental.symbolic_shapes"])
+# what every job imports sooner or later: the job and parquet
+_CONTEXT.set_forkserver_preload(["deltanet.cli.train", "deltanet.training.job", "pyarrow.parquet"])
 
 
 def _train(argv: list[str], log: str, env: dict[str, str]) -> None:
