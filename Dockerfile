@@ -13,11 +13,17 @@
 # docker:// transport rejects references with both. Check or refresh it with
 # `docker buildx imagetools inspect nvidia/cuda:12.8.1-runtime-ubuntu22.04`: the registry is not reachable from
 # this project's machines, so this digest comes from public Dockerfiles that pin this tag, unverified here.
-FROM nvidia/cuda@sha256:fcbbd60a5ad3db3a1c7375bf14546b369b54064c513224310b2026df50c7a9bd
+# Build args (config.yaml `container.build_args`; Docker: --build-arg): BASE, the image to start from; LOCK, the lock to
+# install, requirements/cuda.txt for this CUDA base. CI builds a CPU image with BASE=<a local Debian 12 .sif> and
+# LOCK=requirements/cpu.txt (.ci/debian-base-image).
+ARG BASE=nvidia/cuda@sha256:fcbbd60a5ad3db3a1c7375bf14546b369b54064c513224310b2026df50c7a9bd
+FROM ${BASE}
+ARG LOCK=requirements/cuda.txt
 
 # Build-time settings are written on the commands themselves: spython turns ENV into %environment (runtime) and
 # plain unexported variables in %post, so an ENV would not reach apt-get or pip in an Apptainer build.
-# DELTANET_LOCK: the lock the image was installed from; run rows record its sha256 (deltanet/training/provenance.py).
+# DELTANET_LOCK: a link to the lock the image was installed from; run rows record its path and sha256
+# (deltanet/training/provenance.py).
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -25,7 +31,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH \
     TRITON_CACHE_DIR=/tmp/triton-cache \
     MPLCONFIGDIR=/tmp/matplotlib \
-    DELTANET_LOCK=/opt/deltanet/requirements/cuda.txt
+    DELTANET_LOCK=/opt/deltanet/lock.txt
 
 # gcc and the Python headers: Triton compiles its small C launcher at first use.
 # DL3008 (unpinned apt versions): the base image fixes the Ubuntu release, whose archive only gets security fixes,
@@ -37,7 +43,9 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && python3.11 -m venv /opt/venv
 
-# Only the lock: every package pinned and hash-checked (pip refuses a missing pin or a file whose hash differs).
-COPY requirements/cuda.txt /opt/deltanet/requirements/cuda.txt
-RUN pip install --no-cache-dir --require-hashes --requirement /opt/deltanet/requirements/cuda.txt \
+# Only the locks, and only LOCK installed: every package pinned and hash-checked (pip refuses a missing pin or a
+# file whose hash differs). Both are copied because spython leaves an ARG in a COPY source unexpanded.
+COPY requirements/cuda.txt requirements/cpu.txt /opt/deltanet/requirements/
+RUN pip install --no-cache-dir --require-hashes --requirement "/opt/deltanet/${LOCK}" \
+    && ln -s "/opt/deltanet/${LOCK}" /opt/deltanet/lock.txt \
     && chmod -R a+rX /opt/venv /opt/deltanet

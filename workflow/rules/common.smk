@@ -370,19 +370,67 @@ def run_files(wildcards):
     )
 
 
-# The container image (container.smk). `config["container"]["image"]` is `build` or a prebuilt image.
-IMAGE_LOCK = "requirements/cuda.txt"
+# The container image (container.smk): built from the Dockerfile, which copies both locks and installs its LOCK arg.
+IMAGE_LOCKS = ("requirements/cuda.txt", "requirements/cpu.txt")
 
 
-def image_hash():
-    """sha256 (12 hex) of the Dockerfile and requirements/cuda.txt, the only inputs of the image's build."""
-    if not Path(IMAGE_LOCK).is_file():
+def image_build_args(config):
+    """The Dockerfile's ARG defaults (BASE, LOCK) with ``container.build_args`` over them, each checked."""
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", Path("Dockerfile").read_text(), re.MULTILINE))
+    for name, value in config["container"].get("build_args", {}).items():
+        if name not in args:
+            raise WorkflowError(
+                f"container.build_args: {name!r} is not a build arg of the Dockerfile (it has {', '.join(args)})"
+            )
+        args[name] = value
+    for lock in IMAGE_LOCKS:
+        if not Path(lock).is_file():
+            raise WorkflowError(
+                f"{lock}: missing; the image copies it (python requirements/lock.py writes it)"
+            )
+    if args["LOCK"] not in IMAGE_LOCKS:
         raise WorkflowError(
-            f"{IMAGE_LOCK}: missing; the image installs from it (python requirements/lock.py writes it)"
+            f"container.build_args: LOCK {args['LOCK']!r} is not one of the locks the image copies: {', '.join(IMAGE_LOCKS)}"
         )
+    if local_base(args) and not Path(args["BASE"]).is_file():
+        raise WorkflowError(
+            f"container.build_args: BASE {args['BASE']}: no such image file"
+        )
+    return args
+
+
+def local_base(args):
+    """Whether BASE is an Apptainer image file (Bootstrap: localimage) rather than a registry reference."""
+    return args["BASE"].endswith(".sif")
+
+
+def image_hash(args):
+    """sha256 (12 hex) of everything the image is built from: the Dockerfile, the locks, the build args and a local
+    base's content."""
     digest = hashlib.sha256(Path("Dockerfile").read_bytes())
-    digest.update(Path(IMAGE_LOCK).read_bytes())
+    for lock in IMAGE_LOCKS:
+        digest.update(Path(lock).read_bytes())
+    digest.update(canonical(args).encode())
+    if local_base(args):
+        digest.update(file_sha256(args["BASE"]).encode())
     return digest.hexdigest()[:12]
+
+
+def definition_edits(args):
+    """sed expressions that apply the build args to spython's definition, which expands ARGs only in FROM with their
+    defaults, and makes its %files sources absolute so the build does not depend on its cwd."""
+    header = (
+        [r"s|^Bootstrap: docker$|Bootstrap: localimage|", f"s|^From: .*|From: {Path(args['BASE']).resolve()}|"]
+        if local_base(args)
+        else [f"s|^From: .*|From: {args['BASE']}|"]
+    )
+    files = [f"s|^{lock} |{Path(lock).resolve()} |" for lock in IMAGE_LOCKS]
+    edits = header + files + [f"s|^LOCK=.*|LOCK={args['LOCK']}|"]
+    return " ".join(f"-e {shlex.quote(edit)}" for edit in edits)
+
+
+def docker_build_args(args):
+    return " ".join(f"--build-arg {shlex.quote(f'{name}={value}')}" for name, value in args.items())
 
 
 def image_input():
