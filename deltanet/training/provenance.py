@@ -24,7 +24,7 @@ def checkout_root(package_dir: Path = Path(__file__).resolve().parents[1]) -> Pa
 
 
 CHECKOUT = checkout_root()
-# The Dockerfile sets DELTANET_LOCK to the image's copy of requirements/cuda.txt; else the checkout's README lock.
+# The Dockerfile sets DELTANET_LOCK to the image's copy of the lock it installed; else the checkout's README lock.
 LOCK_VARIABLE = "DELTANET_LOCK"
 HOST_LOCK = CHECKOUT / "requirements" / "cpu.txt" if CHECKOUT else None
 # Apptainer (and Singularity before it) names the running image file in these.
@@ -79,7 +79,8 @@ def environment_files() -> dict[str, str]:
     hand). image_sha256: the image file Apptainer names in $APPTAINER_CONTAINER / $SINGULARITY_CONTAINER; "none"
     outside a container, "unreadable: <path>" if not a file.
     """
-    lock = Path(os.environ[LOCK_VARIABLE]) if os.environ.get(LOCK_VARIABLE) else HOST_LOCK
+    # resolved: the image's DELTANET_LOCK is a link to the lock it installed (Dockerfile)
+    lock = Path(os.environ[LOCK_VARIABLE]).resolve() if os.environ.get(LOCK_VARIABLE) else HOST_LOCK
     matches = lock is not None and lock.is_file() and all(
         package_version(name) == pin.version for name, pin in read_pins(lock.read_text()).items()
     )

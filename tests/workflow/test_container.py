@@ -94,7 +94,9 @@ def test_use_singularity_builds_once_and_runs_every_project_rule_in_the_image(wo
     assert builds == [f"build --fakeroot {image} {image.removesuffix('.sif')}.def"]
     definition = (workdir / f"{image}.definition-used").read_text()
     assert "Bootstrap: docker" in definition and re.search(r"^From: nvidia/cuda@sha256:[0-9a-f]{64}$", definition, re.M)
-    assert f"{workdir}/requirements/cuda.txt /opt/deltanet/requirements/cuda.txt" in definition
+    for lock in ("cuda", "cpu"):
+        assert f"{workdir}/requirements/{lock}.txt /opt/deltanet/requirements/" in definition
+    assert re.search(r"^LOCK=requirements/cuda\.txt$", definition, re.M)
     execs = calls(stub_bin, "exec")
     assert len(execs) == len(PROJECT_RULES)
     for line in execs:
@@ -133,14 +135,45 @@ def test_a_changed_pin_in_the_lock_gives_a_new_image_path(tmp_path, stub_bin):
 def test_the_image_installs_only_its_lock_on_a_base_pinned_by_digest():
     lines = (REPO / "Dockerfile").read_text().replace("\\\n", " ").splitlines()
     instructions = [line.split(maxsplit=1) for line in lines if line.strip() and not line.startswith("#")]
-    (base,) = [args for op, args in instructions if op == "FROM"]
-    assert re.fullmatch(r"nvidia/cuda@sha256:[0-9a-f]{64}", base), base
-    assert [args for op, args in instructions if op == "COPY"] == [
-        "requirements/cuda.txt /opt/deltanet/requirements/cuda.txt"
+    args = dict(value.split("=", 1) for op, value in instructions if op == "ARG")
+    assert re.fullmatch(r"nvidia/cuda@sha256:[0-9a-f]{64}", args["BASE"]), args
+    assert args["LOCK"] == "requirements/cuda.txt"
+    assert [value for op, value in instructions if op == "FROM"] == ["${BASE}"]
+    assert [value for op, value in instructions if op == "COPY"] == [
+        "requirements/cuda.txt requirements/cpu.txt /opt/deltanet/requirements/"
     ]
-    (install,) = [args for op, args in instructions if op == "RUN" and "pip install" in args]
+    (install,) = [value for op, value in instructions if op == "RUN" and "pip install" in value]
     assert install.count("pip install") == 1
-    assert "pip install --no-cache-dir --require-hashes --requirement /opt/deltanet/requirements/cuda.txt" in install
+    assert 'pip install --no-cache-dir --require-hashes --requirement "/opt/deltanet/${LOCK}"' in install
+
+
+def test_build_args_pick_a_local_base_and_the_cpu_lock(tmp_path, stub_bin):
+    workdir = copy_workflow(tmp_path / "wf")
+    base = tmp_path / "debian12.sif"
+    base.write_bytes(b"a base image")
+    build_args = {"BASE": str(base), "LOCK": "requirements/cpu.txt"}
+    write_config(workdir, scale="tiny", variants=["delta_net_4layer"], tasks=["memorization"],
+                 container={"image": "build", "fakeroot": False, "build_args": build_args})  # fmt: skip
+    image = image_path(snakemake(workdir, "--dry-run", *SINGULARITY, extra_path=stub_bin).output)
+    snakemake(workdir, "--cores", "1", *SINGULARITY, image, extra_path=stub_bin)
+    definition = (workdir / f"{image}.definition-used").read_text()
+    assert definition.startswith(f"Bootstrap: localimage\nFrom: {base}\n"), definition
+    assert re.search(r"^LOCK=requirements/cpu\.txt$", definition, re.M)
+    base.write_bytes(b"another base image")  # the base's content is in the image's name
+    assert image_path(snakemake(workdir, "--dry-run", *SINGULARITY, extra_path=stub_bin).output) != image
+
+
+@pytest.mark.parametrize("build_args, message", [
+    ({"BASEIMAGE": "x.sif"}, "container.build_args: 'BASEIMAGE' is not a build arg of the Dockerfile (it has BASE, LOCK)"),
+    ({"LOCK": "requirements/cpu.in"}, "container.build_args: LOCK 'requirements/cpu.in' is not one of the locks the "
+                                      "image copies: requirements/cuda.txt, requirements/cpu.txt"),
+    ({"BASE": "bases/missing.sif"}, "container.build_args: BASE bases/missing.sif: no such image file"),
+])  # fmt: skip
+def test_a_bad_build_arg_is_one_line(workdir, build_args, message):
+    run = snakemake(workdir, "--dry-run", "--config", f"container={{image: build, fakeroot: true, build_args: "
+                    f"{build_args}}}", check=False)  # fmt: skip
+    assert run.returncode == 1
+    assert message in [line.strip() for line in run.output.splitlines()], run.output[-2000:]
 
 
 def test_hadolint_passes():
