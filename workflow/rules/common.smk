@@ -376,7 +376,9 @@ IMAGE_LOCKS = ("requirements/cuda.txt", "requirements/cpu.txt")
 
 def image_build_args(config):
     """The Dockerfile's ARG defaults (BASE, LOCK) with ``container.build_args`` over them, each checked."""
-    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", Path("Dockerfile").read_text(), re.MULTILINE))
+    args = dict(
+        re.findall(r"^ARG (\w+)=(\S+)$", Path("Dockerfile").read_text(), re.MULTILINE)
+    )
     for name, value in config["container"].get("build_args", {}).items():
         if name not in args:
             raise WorkflowError(
@@ -418,9 +420,13 @@ def image_hash(args):
 
 def definition_edits(args):
     """sed expressions that apply the build args to spython's definition, which expands ARGs only in FROM with their
-    defaults, and makes its %files sources absolute so the build does not depend on its cwd."""
+    defaults, and makes its %files sources absolute so the build does not depend on its cwd.
+    """
     header = (
-        [r"s|^Bootstrap: docker$|Bootstrap: localimage|", f"s|^From: .*|From: {Path(args['BASE']).resolve()}|"]
+        [
+            r"s|^Bootstrap: docker$|Bootstrap: localimage|",
+            f"s|^From: .*|From: {Path(args['BASE']).resolve()}|",
+        ]
         if local_base(args)
         else [f"s|^From: .*|From: {args['BASE']}|"]
     )
@@ -430,7 +436,9 @@ def definition_edits(args):
 
 
 def docker_build_args(args):
-    return " ".join(f"--build-arg {shlex.quote(f'{name}={value}')}" for name, value in args.items())
+    return " ".join(
+        f"--build-arg {shlex.quote(f'{name}={value}')}" for name, value in args.items()
+    )
 
 
 def image_input():
