@@ -1,5 +1,6 @@
 """The image for real: Apptainer 1.4.5 (.ci/provide-apptainer) builds it through build_container from a local
-Debian 12 base (.ci/debian-base-image) with the CPU lock, and a reduced tiny pipeline runs in it.
+Debian 12 base (.ci/debian-base-image) with the CPU lock, a reduced tiny pipeline runs in it, and GPU jobs take
+their slots in it on a stand-in 3-GPU machine.
 
 Every project rule must run inside the image: the host's `python` on PATH is a stand-in that fails, and the rows
 record the image's Python (Debian 12's 3.11.2), not the host's. Needs root (mount namespaces, pivot_root) and the
@@ -20,6 +21,7 @@ from deltanet.hashing import file_sha256
 
 from .helpers import NOTHING_TO_DO, REPO, copy_workflow, last_lines, planned_jobs, snakemake, write_config
 from .test_faults import FAILING_VARIANT
+from .test_gpu_slots import nvidia_smi
 
 pytestmark = pytest.mark.slow
 
@@ -137,3 +139,37 @@ def test_a_failure_inside_the_image_is_one_line_in_snakemakes_log(first_run, mac
     line = f"deltanet-repro: train (scale=tiny, variant={name}, task={TASKS[0]}) failed: {cause}"
     assert line in last_lines(run.output), run.output[-3000:]
     assert ON_THE_HOST not in run.output
+
+
+@pytest.mark.parametrize("apptainer_args", ["", "--cleanenv"])
+def test_gpu_jobs_take_their_slot_in_the_image_and_refuse_without_nv(first_run, machine, tmp_path, apptainer_args):
+    """The host's stand-in nvidia-smi lists 3 GPUs, CUDA_VISIBLE_DEVICES=2,0, no --nv: each train job takes a slot
+    of the plan inside the image (with --cleanenv too: the plan is an argument of its command), sees only that GPU,
+    and refuses in one line instead of training on the CPU."""
+    workdir, _ = first_run
+    bin_dir = nvidia_smi(tmp_path / "bin", 3)
+    for tool in machine[0].iterdir():
+        (bin_dir / tool.name).symlink_to(tool)
+    # the kernel check needs CUDA too and would refuse first: stand in for its outputs so that the train jobs start
+    (workdir / "results/smoke/kernels").mkdir(parents=True)
+    for name in ("verify.parquet", "verify.md"):
+        (workdir / "results/smoke/kernels" / name).touch()
+    runs = [(variant, task) for variant in VARIANTS for task in TASKS]
+    args = [f"--apptainer-args={apptainer_args}"] if apptainer_args else []
+    try:
+        run = snakemake(workdir, "--use-singularity", *args, "--cores", "3", "--keep-going",
+                        *(f"results/smoke/runs/{v}/{t}.parquet" for v, t in runs), "--config", "scale=smoke",
+                        f"gpu_lock_dir={tmp_path / 'locks'}", extra_path=bin_dir,
+                        env_changes={"CUDA_VISIBLE_DEVICES": "2,0"}, check=False)  # fmt: skip
+        assert run.returncode == 1 and ON_THE_HOST not in run.output
+        for variant, task in runs:
+            log = (workdir / f"results/smoke/logs/train/{variant}/{task}.log").read_text()
+            slot = re.search(r"^GPU slot [12] of 2: GPU ([02]) \(.*\), CUDA_DEVICE_ORDER=PCI_BUS_ID "
+                             r"CUDA_VISIBLE_DEVICES=([02])$", log, re.MULTILINE)  # fmt: skip
+            assert slot and slot.group(1) == slot.group(2), log
+            refusal = f"device 'cuda', but torch sees no CUDA device (CUDA_VISIBLE_DEVICES='{slot.group(1)}'; "
+            line = f"deltanet-repro: train (scale=smoke, variant={variant}, task={task}) failed: "
+            assert any(text.startswith(line) and refusal in text for text in run.output.splitlines()), run.output
+        assert not list((workdir / "results/smoke/runs").rglob("*.parquet"))
+    finally:
+        subprocess.run(["rm", "-rf", str(workdir / "results/smoke")], check=True)

@@ -22,6 +22,7 @@ from snakemake.settings.types import DeploymentMethod
 from deltanet.config import ConfigError, checked_config, read_yaml
 from deltanet import import_graph
 from deltanet.import_graph import source_files, train_modules, train_shared_code_sha256
+from deltanet.hashing import file_sha256
 from deltanet.io import write_text_atomic
 from deltanet.gpu_slots import MACHINE_LOCK_DIR, SlotError, plan_slots
 from deltanet.machine import (
