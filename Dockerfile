@@ -2,12 +2,13 @@
 # jobs), and exactly the packages of requirements/cuda.txt (torch with CUDA, the Triton it pins, the project's
 # dependencies), each checked against its sha256. Regenerate the lock with `python requirements/lock.py`.
 # The project code itself is not baked in: Snakemake runs jobs in the bound working directory, so
-# `python -m deltanet` uses the checkout and code edits need no rebuild (only this file and the lock are in the
-# image's hash).
+# `python -m deltanet` uses the checkout and code edits need no rebuild (only this file, the locks and the build
+# args are in the image's hash).
 # Non-root friendly: nothing in the image needs writing (caches go to /tmp), everything is world-readable; Apptainer
 # runs as the calling user, Docker users pass --user "$(id -u):$(id -g)".
 # Apptainer without Docker: `spython recipe Dockerfile deltanet.def && apptainer build --fakeroot deltanet.sif deltanet.def`
-# (the workflow's build_container rule does exactly this, with the COPY source made absolute).
+# (the workflow's build_container rule does exactly this, with the build args applied and the COPY sources made
+# absolute).
 
 # nvidia/cuda:12.8.1-runtime-ubuntu22.04, pinned by digest (a tag can be re-pushed). Digest only, no tag: Apptainer's
 # docker:// transport rejects references with both. Check or refresh it with

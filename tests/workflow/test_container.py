@@ -1,4 +1,5 @@
-"""Container wiring with a stub `apptainer` (no Apptainer or Docker here) and the real spython and hadolint.
+"""Container wiring with a stub `apptainer` (fast, no root needed; test_apptainer.py runs the real one) and the real
+spython and hadolint.
 
 The stub answers --version, records `build` (and creates the image), and runs `exec`'s command on the host after
 the image argument, logging every call.
