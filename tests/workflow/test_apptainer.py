@@ -4,7 +4,7 @@ their slots in it on a stand-in 3-GPU machine.
 
 Every project rule must run inside the image: the host's `python` on PATH is a stand-in that fails, and the rows
 record the image's Python (Debian 12's 3.11.2), not the host's. Needs root (mount namespaces, pivot_root) and the
-Debian mirror and PyPI; skipped without root.
+Debian mirror and PyPI; skipped without root or mount namespaces.
 """
 
 import hashlib
@@ -40,6 +40,8 @@ def machine(tmp_path_factory):
     """A bin folder with the real `apptainer` and a host `python` that fails; the local Debian 12 base image."""
     if os.geteuid() != 0:
         pytest.skip("real Apptainer here needs root: .ci/provide-apptainer enters a root file system with pivot_root")
+    if subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare --mount fails here (no private mount namespace): .ci/provide-apptainer cannot run")
     scripts = [REPO / ".ci/provide-apptainer", REPO / ".ci/debian-base-image"]
     # reused across runs while the scripts are unchanged (both are idempotent and lock against each other)
     key = hashlib.sha256(b"".join(path.read_bytes() for path in scripts)).hexdigest()[:12]
