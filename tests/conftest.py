@@ -16,14 +16,3 @@ if not torch.cuda.is_available():
 @pytest.fixture
 def rng():
     return torch.Generator().manual_seed(0)
-
-
-# The longest modules first (measured 2026-12-07: the real-Apptainer build and run, 5 minutes cold; the GPU check at
-# tiny shapes, 5 minutes), so that the other pytest-xdist worker runs the rest beside them instead of one worker
-# running them alone at the end (--dist loadscope hands out modules in collection order).
-FIRST = ("tests/workflow/test_apptainer.py", "tests/test_gpu_check.py")
-
-
-def pytest_collection_modifyitems(items):
-    rank = {path: i for i, path in enumerate(FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(FIRST)))
