@@ -40,12 +40,13 @@ class TaskMetrics:
         logits = logits.detach().float()
         flat_logits, flat_targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
         scored = flat_targets != IGNORE
-        preds, labels = flat_logits.argmax(dim=-1)[scored], flat_targets[scored]
+        preds, labels = flat_logits.argmax(dim=-1), flat_targets.where(scored, 0)
+        hits = scored & (preds == flat_targets)
         rows = targets.shape[0]
-        self._acc_sum += _macro_accuracy(preds, labels, self.vocab_size).double() * rows
-        self._ppl_sum += _perplexity(flat_logits, flat_targets, scored).double() * rows
+        self._acc_sum += _macro_accuracy(preds, labels, scored, hits, self.vocab_size).double() * rows
+        self._ppl_sum += _perplexity(flat_logits, labels, scored).double() * rows
         self._rows += rows
-        self._correct += (preds == labels).sum()
+        self._correct += hits.sum()
         self._loss_sum += F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE, reduction="sum").double()
         self._tokens += scored.sum()
 
@@ -66,16 +67,21 @@ def _safe_divide(num: torch.Tensor, denom: torch.Tensor) -> torch.Tensor:
     return torch.where(denom != 0, num / denom, torch.zeros((), device=num.device))
 
 
-def _macro_accuracy(preds: torch.Tensor, labels: torch.Tensor, vocab_size: int) -> torch.Tensor:
+def _macro_accuracy(preds: torch.Tensor, labels: torch.Tensor, scored: torch.Tensor, hits: torch.Tensor,
+                    vocab_size: int) -> torch.Tensor:  # fmt: skip
     """torchmetrics ``multiclass_accuracy(average="macro")`` of the scored positions: per-class recall, averaged
-    over the classes that are a target or a prediction (``_adjust_weights_safe_divide``)."""
-    tp = torch.bincount(labels[preds == labels], minlength=vocab_size)
-    support, predicted = torch.bincount(labels, minlength=vocab_size), torch.bincount(preds, minlength=vocab_size)
+    over the classes that are a target or a prediction (``_adjust_weights_safe_divide``). Counts by ``scatter_add``
+    over fixed shapes: no host read (``bincount`` and boolean indexing read sizes on the host, a sync on a GPU)."""
+    def count(index: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(vocab_size, device=index.device).scatter_add_(0, index, where.float())
+
+    tp, support, predicted = count(labels, hits), count(labels, scored), count(preds, scored)
     weights = ((support + predicted - tp) != 0).float()  # tp + fn + fp == 0: the class is dropped
     return _safe_divide(weights * _safe_divide(tp, support), weights.sum(-1, keepdim=True)).sum(-1)
 
 
-def _perplexity(flat_logits: torch.Tensor, flat_targets: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
-    """torchmetrics ``perplexity``: exp of the mean of -log(softmax probability of the target), scored positions."""
-    probs = torch.softmax(flat_logits, dim=1).gather(1, flat_targets.where(scored, 0).unsqueeze(1)).squeeze(1)
+def _perplexity(flat_logits: torch.Tensor, labels: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+    """torchmetrics ``perplexity``: exp of the mean of -log(softmax probability of the target), scored positions
+    (the pass's one host read: the selection of the scored positions, summed in torchmetrics' order)."""
+    probs = torch.softmax(flat_logits, dim=1).gather(1, labels.unsqueeze(1)).squeeze(1)
     return torch.exp(-probs[scored].log().sum() / scored.sum())

@@ -96,3 +96,31 @@ def test_same_numbers_as_torchmetrics_bit_for_bit(seed):
         rows += batch
     out = m.compute()
     assert (out["acc"], out["ppl"], out["acc_micro"]) == (acc / rows, ppl / rows, micro.compute().double().item())
+
+
+def test_an_evaluation_batch_reads_the_host_once_per_member():
+    """On a GPU a host read waits for every kernel queued before it. ``update`` may read once (perplexity's
+    selection of scored positions, summed in torchmetrics' order); counts by scatter_add read nothing (bincount
+    and boolean indexing each read a size). Counted as the ops that need the host, under a TorchDispatchMode."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class HostReads(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = str(func)
+            mask = name == "aten.index.Tensor" and any(i is not None and i.dtype == torch.bool for i in args[1])
+            if mask or name.split(".")[1] in ("nonzero", "_local_scalar_dense", "bincount", "masked_select"):
+                self.ops.append(name)
+            return func(*args, **(kwargs or {}))
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 16, 32, generator=generator)
+    targets = torch.randint(0, 32, (4, 16), generator=generator)
+    targets[:, :8] = -100
+    metrics = TaskMetrics(32)
+    with HostReads() as reads:
+        metrics.update(logits, targets)
+    assert len(reads.ops) == 1, reads.ops
