@@ -103,9 +103,11 @@ def stop_train_job(work: Path, snakemake_proc: subprocess.Popen) -> int | None:
     while snakemake_proc.poll() is None:
         if any(ckpt_dir.glob("runs-*.pt")):
             found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
-            if found:
-                os.kill(int(found[0]), signal.SIGTERM)
-                return int(found[0])
+            # this run's own job (its working folder): another run's job with the same command is not ours to stop
+            ours = [int(pid) for pid in found if os.path.realpath(f"/proc/{pid}/cwd") == str(work.resolve())]
+            if ours:
+                os.kill(ours[0], signal.SIGTERM)
+                return ours[0]
         time.sleep(0.05)
     return None
 
