@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from deltanet.model import AutoEncoder, DeltaNetMixer, LanguageModel, ModelConfig, count_parameters
+from deltanet.model import AutoEncoder, DeltaNetMixer, LanguageModel, ModelConfig, ShortConv, count_parameters
 from deltanet.variants import get_variant
 
 SMALL = dict(vocab_size=16, dim=32, num_heads=2, head_dim=16, chunk_size=8)
@@ -31,6 +31,28 @@ def test_language_model_is_causal(variant):
         perturbed = tokens.clone()
         perturbed[:, t + 1 :] = (perturbed[:, t + 1 :] + 5) % 16
         assert (model(tokens)[:, : t + 1] - model(perturbed)[:, : t + 1]).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize("kernel_size", [1, 4])
+def test_short_conv_is_the_causal_depthwise_convolution(kernel_size):
+    """The shifted multiply-adds equal ``F.conv1d`` with groups = D and K − 1 left padding, in value and gradient
+    (fp32, 1e-6), with ``nn.Conv1d``'s init; under CPU bf16 autocast (the fused jobs' path) the output stays bf16."""
+    torch.manual_seed(0)
+    conv = ShortConv(8, kernel_size)
+    torch.manual_seed(0)
+    reference = torch.nn.Conv1d(8, 8, kernel_size, groups=8, bias=False, padding=kernel_size - 1)
+    assert torch.equal(conv.weight, reference.weight.view(8, kernel_size))
+    x = torch.randn(3, 11, 8, requires_grad=True)
+    expected = torch.nn.functional.silu(reference(x.transpose(1, 2))[..., :11].transpose(1, 2))
+    grad_out = torch.randn_like(expected)
+    expected_grads = torch.autograd.grad(expected, (x, reference.weight), grad_out)
+    y = conv(x)
+    grads = torch.autograd.grad(y, (x, conv.weight), grad_out)
+    torch.testing.assert_close(y, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(grads[0], expected_grads[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(grads[1], expected_grads[1].view(8, kernel_size), rtol=0, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert conv(x.bfloat16()).dtype == torch.bfloat16
 
 
 def test_default_width_parameter_counts_are_near_iso():
