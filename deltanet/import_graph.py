@@ -139,8 +139,8 @@ def train_shared_code_sha256(package_dir: Path, variant: str, task: str) -> str:
 def files_digest(package_dir: Path, paths: tuple[str, ...]) -> str:
     """sha256 over each file's path inside the package and its content's sha256 (the same wherever the package is);
     computed once per set of files as long as none changed (the train jobs share one or two sets)."""
-    stamps = tuple((os.stat(path).st_mtime_ns, os.stat(path).st_size) for path in paths)
-    return _digest(package_dir, paths, stamps)
+    stats = [os.stat(path) for path in paths]
+    return _digest(package_dir, paths, tuple((st.st_mtime_ns, st.st_size) for st in stats))
 
 
 @cache
