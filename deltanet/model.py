@@ -83,10 +83,10 @@ class ModelConfig:
 class ShortConv(nn.Module):
     """Causal depthwise conv over time + SiLU: y_t = SiLU(Σ_{j<K} w_j ⊙ x_{t−j}) (x_{t<0} = 0). Input/output [B, T, D].
 
-    Computed as K shifted multiply-adds rather than ``F.conv1d``: on CPU the depthwise convolution's forward and
-    backward (oneDNN) cost 1.4 ms against 0.8 ms at the tiny scale's [16, 31, 64], and its [B, D, T] output made the L2
-    norm that follows run strided (``benchmarks/quickstart.py``). The weight is cast to x's dtype, as autocast would
-    cast a convolution's weight (autocast does not cast the inputs of ``mul``). Weight [D, K], initialised as
+    Computed in fp32 and returned in x's dtype, as fla's ``ShortConvolution`` kernel accumulates (under bf16 autocast
+    the sum is not rounded to bf16 term by term). K shifted multiply-adds rather than ``F.conv1d``: on CPU the
+    depthwise convolution's forward and backward (oneDNN) cost 1.4 ms against 0.8 ms at the tiny scale's
+    [16, 31, 64], and its [B, D, T] output made the L2 norm that follows run strided. Weight [D, K], initialised as
     ``nn.Conv1d`` initialises a depthwise kernel: U(±1/√K)."""
 
     def __init__(self, dim: int, kernel_size: int):
@@ -95,12 +95,12 @@ class ShortConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         T, K = x.shape[1], self.weight.shape[1]
-        w = self.weight.to(x.dtype)
-        padded = F.pad(x, (0, 0, K - 1, 0))  # K − 1 zeros before t = 0
-        y = x * w[:, K - 1]  # weight[:, K − 1] multiplies x_t (PyTorch's conv is a correlation)
+        x32, w = x.float(), self.weight.float()
+        padded = F.pad(x32, (0, 0, K - 1, 0))  # K − 1 zeros before t = 0
+        y = x32 * w[:, K - 1]  # weight[:, K − 1] multiplies x_t (PyTorch's conv is a correlation)
         for j in range(1, K):
             y = y + padded[:, K - 1 - j : K - 1 - j + T] * w[:, K - 1 - j]
-        return F.silu(y)
+        return F.silu(y).to(x.dtype)
 
 
 class RMSNorm(nn.RMSNorm):

@@ -36,7 +36,8 @@ def test_language_model_is_causal(variant):
 @pytest.mark.parametrize("kernel_size", [1, 4])
 def test_short_conv_is_the_causal_depthwise_convolution(kernel_size):
     """The shifted multiply-adds equal ``F.conv1d`` with groups = D and K − 1 left padding, in value and gradient
-    (fp32, 1e-6), with ``nn.Conv1d``'s init; under CPU bf16 autocast (the fused jobs' path) the output stays bf16."""
+    (fp32, 1e-6), with ``nn.Conv1d``'s init; under bf16 autocast (CPU here, CUDA in the jobs) a bf16 input gives the
+    fp32 result rounded once to bf16, as fla's kernel does (not a sum rounded term by term)."""
     torch.manual_seed(0)
     conv = ShortConv(8, kernel_size)
     torch.manual_seed(0)
@@ -51,8 +52,11 @@ def test_short_conv_is_the_causal_depthwise_convolution(kernel_size):
     torch.testing.assert_close(y, expected, rtol=0, atol=1e-6)
     torch.testing.assert_close(grads[0], expected_grads[0], rtol=0, atol=1e-6)
     torch.testing.assert_close(grads[1], expected_grads[1].view(8, kernel_size), rtol=0, atol=1e-5)
+    x16 = x.detach().bfloat16()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert conv(x.bfloat16()).dtype == torch.bfloat16
+        y16 = conv(x16)
+    assert y16.dtype == torch.bfloat16
+    assert torch.equal(y16, conv(x16.float()).bfloat16())
 
 
 def test_default_width_parameter_counts_are_near_iso():
