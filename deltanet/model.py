@@ -95,11 +95,11 @@ class ShortConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         T, K = x.shape[1], self.weight.shape[1]
-        x32, w = x.float(), self.weight.float()
+        x32, taps = x.float(), self.weight.float().unbind(1)  # unbind: one stack in the backward, not K selects
         padded = F.pad(x32, (0, 0, K - 1, 0))  # K − 1 zeros before t = 0
-        y = x32 * w[:, K - 1]  # weight[:, K − 1] multiplies x_t (PyTorch's conv is a correlation)
+        y = x32 * taps[K - 1]  # weight[:, K − 1] multiplies x_t (PyTorch's conv is a correlation)
         for j in range(1, K):
-            y = y + padded[:, K - 1 - j : K - 1 - j + T] * w[:, K - 1 - j]
+            y = y + padded[:, K - 1 - j : K - 1 - j + T] * taps[K - 1 - j]
         return F.silu(y).to(x.dtype)
 
 

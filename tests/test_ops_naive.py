@@ -3,6 +3,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from deltanet.ops import (
     delta_rule_chunkwise,
@@ -34,6 +36,35 @@ def test_chunkwise_matches_recurrence(gated, T, chunk_size, h0):
     ref, out = run_both(gated, make_inputs(2, T, 3, 16, gated, h0=h0), chunk_size)
     for name in ref:
         assert_close(name, ref[name], out[name], TOL)
+
+
+class ElementsWritten(TorchDispatchMode):
+    """Sums the elements every non-view aten op writes (its outputs) while active: the work of a pass, counted."""
+
+    def __init__(self):
+        super().__init__()
+        self.elements = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not func.is_view:
+            self.elements += sum(x.numel() for x in tree_leaves(out) if isinstance(x, torch.Tensor))
+        return out
+
+
+@pytest.mark.parametrize("gated", [False, True], ids=["delta", "gated"])
+def test_chunk_loop_work_grows_linearly_with_the_chunks(gated):
+    """Forward + backward of the chunkwise op write O(N) elements in the number of chunks N: 16 → 32 chunks at most
+    2.1× (measured 2.01). Taking chunk i by indexing made the backward fill a full-size zero gradient per chunk and
+    input (N², measured 3.25× and 3.10×)."""
+    op = gated_delta_rule_chunkwise if gated else delta_rule_chunkwise
+
+    def written(num_chunks):
+        with ElementsWritten() as counter:
+            forward_backward(op, make_inputs(1, 4 * num_chunks, 2, 4, gated), chunk_size=4)
+        return counter.elements
+
+    assert written(32) / written(16) <= 2.1
 
 
 def test_delta_rule_two_steps_by_hand():

@@ -215,19 +215,23 @@ def run_chunk_loop(
     init_carry: InitCarry = default_init_carry,
     valid_length: int | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Sequential loop over chunks; inputs heads-first ``[B, H, N, C, ...]`` fp32. Returns (O ``[B,H,N·C,Dv]``, S)."""
+    """Sequential loop over chunks; inputs heads-first ``[B, H, N, C, ...]`` fp32. Returns (O ``[B,H,N·C,Dv]``, S).
+
+    Chunks are taken with one ``unbind`` per input, whose backward is one ``stack``: indexing chunk i of each input
+    instead costs a full-size zero-filled gradient per chunk and input in the backward (N² work in N).
+    """
     num_chunks, C = q.shape[2], q.shape[3]
     total = num_chunks * C
     valid_length = total if valid_length is None else valid_length
     positions = torch.arange(total, device=q.device)
     carry = init_carry(state)
     outputs = []
-    for i in range(num_chunks):
+    per_chunk = zip(*(x.unbind(2) for x in (q, k, v, beta, w, u)))
+    g_chunks = [None] * num_chunks if g_cum is None else g_cum.unbind(2)
+    for i, ((q_i, k_i, v_i, beta_i, w_i, u_i), g_i) in enumerate(zip(per_chunk, g_chunks)):
         pos = positions[i * C : (i + 1) * C]
-        chunk = Chunk(
-            q=q[:, :, i], k=k[:, :, i], v=v[:, :, i], beta=beta[:, :, i], w=w[:, :, i], u=u[:, :, i],
-            g_cum=None if g_cum is None else g_cum[:, :, i], index=i, positions=pos, valid=pos < valid_length,
-        )
+        chunk = Chunk(q=q_i, k=k_i, v=v_i, beta=beta_i, w=w_i, u=u_i, g_cum=g_i, index=i, positions=pos,
+                      valid=pos < valid_length)  # fmt: skip
         o, carry = body(chunk, carry, params)
         outputs.append(o)
     return torch.stack(outputs, dim=2).reshape(*q.shape[:2], total, -1), carry["S"]

@@ -54,10 +54,12 @@ class FusedModel:
     def logits(self, x: Tensor, shared: bool = False) -> Tensor:
         """Every member's logits: ``x`` is ``[R, B, T]`` (a batch per member) or, ``shared``, one ``[B, T]`` batch.
 
-        A group of one runs its member directly (same ops, no batching layer: vmap costs ~40 % of a tiny CPU step)."""
+        A group of one runs its member directly (same ops, no batching layer: vmap costs ~40 % of a tiny CPU step),
+        its tensors taken with ``squeeze(0)``, a view both ways (``t[0]``'s backward fills a zero gradient and copies
+        into it: two kernels per parameter and step)."""
         if self.size == 1:
-            one = {n: t[0] for n, t in self.params.items()}, {n: t[0] for n, t in self.buffers.items()}
-            return self._member_logits(*one, x if shared else x[0]).unsqueeze(0)
+            one = {n: t.squeeze(0) for n, t in self.params.items()}, {n: t.squeeze(0) for n, t in self.buffers.items()}
+            return self._member_logits(*one, x.squeeze(0) if not shared else x).unsqueeze(0)
         return vmap(self._member_logits, in_dims=(0, 0, None if shared else 0), randomness="error")(
             self.params, self.buffers, x
         )
