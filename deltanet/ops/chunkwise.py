@@ -138,14 +138,16 @@ def loop_precision(device_type: str, precision: str = "fp32") -> contextlib.Abst
 def forward_substitution(a_strict: Tensor) -> Tensor:
     """T = (I + A)⁻¹ for a strictly lower-triangular A, row by row: T_i = e_i − Σ_{m<i} A_im T_m.
 
-    Only elementwise products and sums, so it runs in any dtype (bf16 included), like fla's naive loop.
+    Only elementwise products and sums, so it runs in any dtype (bf16 included), like fla's naive loop. Rows are
+    taken with ``unbind`` (backward: one stack), not by indexing row i (backward: a full-size zero gradient per row).
     """
     C = a_strict.shape[-1]
-    eye = torch.eye(C, dtype=a_strict.dtype, device=a_strict.device).expand_as(a_strict)
-    rows = [eye[..., 0, :]]
+    a_rows = a_strict.unbind(-2)
+    eye_rows = torch.eye(C, dtype=a_strict.dtype, device=a_strict.device).unbind(0)
+    rows = [eye_rows[0].expand_as(a_rows[0])]
     for i in range(1, C):
         done = torch.stack(rows, dim=-2)  # [..., i, C]: rows m < i, final
-        rows.append(eye[..., i, :] - (a_strict[..., i, :i, None] * done).sum(-2))
+        rows.append(eye_rows[i] - (a_rows[i][..., :i, None] * done).sum(-2))
     return torch.stack(rows, dim=-2)
 
 
