@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from deltanet.cli.train import MALLOC_ENV
+
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("matplotlib", "sympy", "torchmetrics")
 
@@ -32,7 +34,7 @@ def test_a_tiny_train_job_loads_no_plotting_stack_or_sympy(tmp_path):
     tiny["optim"]["max_epochs"] = 1
     tiny["task_overrides"]["context_recall"].update(num_train_examples=64, num_test_examples=32)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
+    env = {**os.environ, **MALLOC_ENV}
     code = JOB.format(heavy=HEAVY, config=str(tmp_path / "config.yaml"), out=str(tmp_path / "runs.parquet"))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]

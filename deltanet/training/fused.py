@@ -59,7 +59,7 @@ class FusedModel:
         into it: two kernels per parameter and step)."""
         if self.size == 1:
             one = {n: t.squeeze(0) for n, t in self.params.items()}, {n: t.squeeze(0) for n, t in self.buffers.items()}
-            return self._member_logits(*one, x.squeeze(0) if not shared else x).unsqueeze(0)
+            return self._member_logits(*one, x if shared else x.squeeze(0)).unsqueeze(0)
         return vmap(self._member_logits, in_dims=(0, 0, None if shared else 0), randomness="error")(
             self.params, self.buffers, x
         )
