@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from deltanet.ops.chunkwise import LOOP_PRECISIONS
 from deltanet.ops.dispatch import BACKENDS, delta_rule, gated_delta_rule
+from deltanet.ops.short_conv import short_conv_silu
 from deltanet.variants import Variant, get_variant
 
 LAYER_KINDS = ("mixer", "swiglu")
@@ -83,24 +84,16 @@ class ModelConfig:
 class ShortConv(nn.Module):
     """Causal depthwise conv over time + SiLU: y_t = SiLU(Σ_{j<K} w_j ⊙ x_{t−j}) (x_{t<0} = 0). Input/output [B, T, D].
 
-    Computed in fp32 and returned in x's dtype, as fla's ``ShortConvolution`` kernel accumulates (under bf16 autocast
-    the sum is not rounded to bf16 term by term). K shifted multiply-adds rather than ``F.conv1d``: on CPU the
-    depthwise convolution's forward and backward (oneDNN) cost 1.4 ms against 0.8 ms at the tiny scale's
-    [16, 31, 64], and its [B, D, T] output made the L2 norm that follows run strided. Weight [D, K], initialised as
-    ``nn.Conv1d`` initialises a depthwise kernel: U(±1/√K)."""
+    Summed in fp32 and returned in x's dtype, keeping only x for the backward (``deltanet/ops/short_conv.py``, as fla's
+    ``ShortConvolution`` kernel). Weight [D, K], initialised as ``nn.Conv1d`` initialises a depthwise kernel: U(±1/√K).
+    """
 
     def __init__(self, dim: int, kernel_size: int):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(dim, kernel_size).uniform_(-kernel_size**-0.5, kernel_size**-0.5))
 
     def forward(self, x: Tensor) -> Tensor:
-        T, K = x.shape[1], self.weight.shape[1]
-        x32, taps = x.float(), self.weight.float().unbind(1)  # unbind: one stack in the backward, not K selects
-        padded = F.pad(x32, (0, 0, K - 1, 0))  # K − 1 zeros before t = 0
-        y = x32 * taps[K - 1]  # weight[:, K − 1] multiplies x_t (PyTorch's conv is a correlation)
-        for j in range(1, K):
-            y = y + padded[:, K - 1 - j : K - 1 - j + T] * taps[K - 1 - j]
-        return F.silu(y).to(x.dtype)
+        return short_conv_silu(x, self.weight)
 
 
 class RMSNorm(nn.RMSNorm):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from deltanet.model import AutoEncoder, DeltaNetMixer, LanguageModel, ModelConfig, ShortConv, count_parameters
+from deltanet.ops.short_conv import short_conv_silu
 from deltanet.variants import get_variant
 
 SMALL = dict(vocab_size=16, dim=32, num_heads=2, head_dim=16, chunk_size=8)
@@ -57,6 +58,36 @@ def test_short_conv_is_the_causal_depthwise_convolution(kernel_size):
         y16 = conv(x16)
     assert y16.dtype == torch.bfloat16
     assert torch.equal(y16, conv(x16.float()).bfloat16())
+
+
+def test_short_conv_keeps_only_its_bf16_input_for_the_backward_and_runs_under_vmap():
+    """Under bf16 autocast the backward keeps x (bf16) and the weight, nothing in fp32: autograd through the fp32
+    shifted sum kept x, the padded x and the pre-activation in fp32 (12 bytes an element against 2). Under ``vmap``
+    (a fused group) each member's output and gradients equal its own run's."""
+    torch.manual_seed(0)
+    conv = ShortConv(8, 4)
+    x = torch.randn(3, 11, 8).bfloat16().requires_grad_()
+    saved = {}
+
+    def keep(t):
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        conv(x)
+    assert sum(saved.values()) == x.nbytes + conv.weight.nbytes
+
+    weights = torch.randn(2, 8, 4, requires_grad=True)
+    xs = torch.randn(2, 3, 11, 8, requires_grad=True)
+    fused = torch.func.vmap(short_conv_silu)(xs, weights)
+    grad_out = torch.randn_like(fused)
+    fused_grads = torch.autograd.grad(fused, (xs, weights), grad_out)
+    for i in range(2):
+        solo = short_conv_silu(xs[i], weights[i])
+        solo_grads = torch.autograd.grad(solo, (xs, weights), grad_out[i])
+        torch.testing.assert_close(fused[i], solo, rtol=0, atol=0)
+        torch.testing.assert_close(fused_grads[0][i], solo_grads[0][i], rtol=0, atol=1e-7)
+        torch.testing.assert_close(fused_grads[1][i], solo_grads[1][i], rtol=0, atol=1e-6)
 
 
 def test_default_width_parameter_counts_are_near_iso():

@@ -1,7 +1,7 @@
 """Delta-rule ops, laid out like fla: one folder per op (``naive.py`` = the readable reference, ``chunk.py`` = our
 Triton kernels), the chunk loop seam in ``chunkwise.py``, the kernels by stage in ``kernels/``, backend choice in
-``dispatch.py``, and the ops' test harness in ``testing.py``. The ops take plain tensors and functions: they know
-nothing of variants or the model."""
+``dispatch.py``, the mixer's short convolution in ``short_conv.py``, and the ops' test harness in ``testing.py``.
+The ops take plain tensors and functions: they know nothing of variants or the model."""
 
 from deltanet.ops.chunkwise import Carry, Chunk
 from deltanet.ops.delta_rule import baseline_loop_body, delta_rule_chunkwise, delta_rule_recurrence
