@@ -6,9 +6,10 @@ Per channel d, taps m = 0..K−1 (PyTorch's ``conv1d`` is a correlation: w[:, K�
     g_t = dy_t ⊙ SiLU'(pre_t),   SiLU'(z) = σ(z) (1 + z (1 − σ(z)))
     dx_t = Σ_m w[:, m] ⊙ g_{t+(K−1−m)}   (g_{t≥T} = 0),   dw[:, m] = Σ_{b,t} g_t ⊙ x_{t−(K−1−m)}
 
-As fla's ``ShortConvolution`` kernel: the sum in fp32 whatever the input's dtype (a bf16 input gives the fp32 result
-rounded once), and only x and w kept for the backward, which recomputes pre. Autograd through the shifted sum would
-keep x, the padded x and pre in fp32, 12 bytes per element where this keeps 2 under bf16 (``docs/gpu-efficiency.md``).
+As fla's ``ShortConvolution`` (``fla/modules/convolution.py``): the sum in fp32 whatever the input's dtype (a bf16
+input gives the fp32 result rounded once), and only x and w kept for the backward, which recomputes pre. Autograd
+through the shifted sum would keep x, the padded x and pre in fp32, 12 bytes per element where this keeps 2 under
+bf16 (``docs/gpu-efficiency.md``).
 K shifted multiply-adds rather than ``F.conv1d``: on CPU the depthwise convolution (oneDNN) cost 1.4 ms against 0.8
 ms forward and backward at the tiny scale's [16, 31, 64], and its [B, D, T] layout made the norm after it strided.
 """
@@ -21,8 +22,8 @@ from torch import Tensor
 
 
 def _shifted_sum(x: Tensor, w: Tensor, lead: int) -> Tensor:
-    """Σ_m w[:, m] ⊙ x_{t+m−lead}, x_s = 0 outside 0 ≤ s < T: the convolution with ``lead`` = K − 1, the backward's
-    transposed one with ``lead`` = 0 and the taps reversed. x ``[..., T, D]``, w ``[D, K]``, both fp32."""
+    """Σ_m w[:, m] ⊙ x_{t+m−lead}, x_s = 0 outside 0 ≤ s < T: the convolution with ``lead`` = K − 1, the
+    backward's transposed one with ``lead`` = 0 and the taps reversed. x ``[..., T, D]``, w ``[D, K]``, both fp32."""
     T, K = x.shape[-2], w.shape[-1]
     padded = F.pad(x, (0, 0, lead, K - 1 - lead))
     taps = w.unbind(-1)
