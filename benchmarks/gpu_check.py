@@ -20,14 +20,16 @@ first 5 minutes (``FIRST_FIGURES``):
 6. engine check: ``benchmarks/engine_check.py`` — captured vs eager losses on the kernel path (with an
    eager-vs-eager control) and the dtypes reaching the op;
 7. fused vs solo: ``benchmarks/train_throughput.py --engines solo,fused``;
-8. workflow: ``benchmarks/workflow_e2e.py`` — the workflow on the GPU (its slots, verify_kernels, train jobs of
+8. short conv: ``benchmarks/short_conv.py`` — the mixer's short convolution (ours, keeping only its input) against
+   ``F.conv1d`` at a fused group's shapes: time, peak memory and their difference (unmeasured on a GPU so far);
+9. workflow: ``benchmarks/workflow_e2e.py`` — the workflow on the GPU (its slots, verify_kernels, train jobs of
    three models as fused, captured groups), one train job stopped by SIGTERM mid-epoch and resumed on CUDA;
-9. verify compile, then verify-kernels: the full grid of ``deltanet verify-kernels --device cuda`` (fp32/fp16/bf16),
+10. verify compile, then verify-kernels: the full grid of ``deltanet verify-kernels --device cuda`` (fp32/fp16/bf16),
    one row per case, in 12 processes.
 
 ``benchmarks/packing.py`` (1, 4, 8 training processes on one GPU: 63.6 / 194.7 / 193.3 steps/s on 2026-12-04) is no
 longer part of the check: fused runs replace packing processes. The default ``--budget-s`` is the set-up allowance
-plus the parts' limits (540 s on a GPU): the whole check fits one 10-minute call. A part runs under the smaller of
+plus the parts' limits (535 s on a GPU): the whole check fits one 10-minute call. A part runs under the smaller of
 its limit and what is left of the budget (its ``limit_s`` in the summary), and is skipped when less than 10 s are
 left.
 
@@ -138,6 +140,7 @@ def plan(out: Path, gpu: bool) -> list[Part]:
     protocol = [py, str(bench / "protocol_cost.py"), *scale, "--epochs", "3",
                 "--throughput", str(out / "throughput.json"), "--json", str(out / "protocol_cost.json")]  # fmt: skip
     engine = [py, str(bench / "engine_check.py"), *scale]
+    conv = [py, str(bench / "short_conv.py"), *scale]
     workflow = [py, str(bench / "workflow_e2e.py"), "--out", str(out / "workflow")]
     # -o addopts=: in this one process (pyproject.toml's -n needs pytest-xdist, which a bare CUDA image lacks)
     cuda_tests = [py, "-m", "pytest", "-o", "addopts=", "-m", "cuda", "-v", "--tb=long", "-ra",
@@ -151,6 +154,7 @@ def plan(out: Path, gpu: bool) -> list[Part]:
         fused += ["--seq-len", "32", "--steps", "1", "--warmup", "1", "--variants", "delta_net_4layer"]
         protocol += ["--steps-per-epoch", "2", "--tasks", "context_recall,memorization"]
         engine += ["--seq-len", "32", "--steps", "2"]
+        conv += ["--seq-len", "32", "--steps", "1", "--warmup", "1"]
         workflow += ["--cpu"]
     warm_fla = [[py, str(bench / "kernels.py"), "--warm-fla", f"{i}/{fla_warms}"] for i in range(fla_warms)]
     parts = [
@@ -162,6 +166,7 @@ def plan(out: Path, gpu: bool) -> list[Part]:
         Part("protocol cost", [protocol], 50, optional_flag="--throughput"),
         Part("engine check", [engine], 40, interp),
         Part("fused vs solo", [fused], 40),
+        Part("short conv", [conv], 15),
         Part("workflow", [workflow], 80, needs=("snakemake", "jsonschema")),
         Part("verify compile", [[py, str(bench / "kernel_plan.py"), "--warm", f"{i}/{warms}"] for i in range(warms)],
              40, interp),

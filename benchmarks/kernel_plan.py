@@ -247,6 +247,7 @@ def part_calls(config_path: Path = REPO / "config.yaml") -> dict[str, list[OpCal
         "engine check": model_calls(config, "full", engine_check.MODELS, engine_check.MEMBERS, [seq]),
         "fused vs solo": model_calls(config, "full", variant_names(), 1, [seq], evaluate=False)
         + model_calls(config, "full", variant_names(), runs, [seq], evaluate=False),
+        "short conv": [],  # no Triton kernel
         "workflow": model_calls(config, "full", workflow_e2e.MODELS, workflow_e2e.MEMBERS, [recall])
         + verify_calls(quick=True),
         "verify-kernels": verify_calls(quick=False),

@@ -18,7 +18,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import gpu_check  # noqa: E402
 
 PARTS = ["cuda tests", "kernel compile", "kernels", "variant ratios", "protocol cost", "engine check", "fused vs solo",
-         "workflow", "verify compile", "verify-kernels"]
+         "short conv", "workflow", "verify compile", "verify-kernels"]
 
 # emits an announcement of 3 rows and 2 of them, waits until summary.json holds both (the summary is rewritten as
 # rows come, not at the end), starts a grandchild, then hangs past its limit
@@ -168,7 +168,8 @@ def test_figures_come_first_correctness_once_and_the_limits_fit_the_budget(tmp_p
     assert gpu_check.SETUP_S + sum(p.limit_s for p in parts[: last + 1]) <= gpu_check.FIGURES_S == 5 * 60
     # each compile part warms the parts after it, up to the next one: the workflow and verify-kernels come after
     served = {p.name: {c[c.index("--parts") + 1] for c in p.commands if "--parts" in c} for p in parts}
-    assert served["kernel compile"] == {"kernels,variant ratios,protocol cost,engine check,fused vs solo,workflow"}
+    assert served["kernel compile"] == {
+        "kernels,variant ratios,protocol cost,engine check,fused vs solo,short conv,workflow"}
     assert served["verify compile"] == {"verify-kernels"}
     if gpu:
         assert gpu_check.default_budget(parts) <= gpu_check.CALL_S == 9 * 60
@@ -248,6 +249,10 @@ def test_gpu_check_runs_every_part_at_tiny_shapes_without_a_gpu(tmp_path):
     assert {r["shape"] for r in parts["kernels"]["rows"]} == {"delta B=1 T=32 H=1 Dk=16 Dv=16 C=16",
                                                               "gated B=1 T=32 H=1 Dk=16 Dv=32 C=16"}  # fmt: skip
     assert all(r["passed"] for r in parts["verify-kernels"]["rows"]) and len(parts["verify-kernels"]["rows"]) == 4
+    # the short convolution and F.conv1d agree within 2 bf16 ulps of outputs below 8 (ours rounds its fp32 sum once)
+    conv = parts["short conv"]["rows"]
+    assert {r["case"] for r in conv} == {"delta_net_4layer q,k,v", "gated_delta_net_4layer q,k,v"}
+    assert all(r["max_abs_diff"] <= 2**-4 for r in conv)
     assert "| verify-kernels | ok |" in (tmp_path / "summary.md").read_text()
 
 
