@@ -28,7 +28,7 @@ from rows import emit, expect  # noqa: E402  (benchmarks/ is this script's folde
 from train_throughput import SEQ_LEN  # noqa: E402
 
 from deltanet.config import load_config  # noqa: E402
-from deltanet.model import ModelConfig  # noqa: E402
+from deltanet.model import ModelConfig, ShortConv  # noqa: E402
 from deltanet.ops.short_conv import short_conv_silu  # noqa: E402
 from deltanet.training.device import DEVICE_CHOICES, training_device  # noqa: E402
 from deltanet.variants import get_variant  # noqa: E402
@@ -92,9 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     cases = widths(scale["model"])
     expect("case", list(cases))
     for case, channels in cases.items():
+        torch.manual_seed(0)
         generator = torch.Generator().manual_seed(0)
         x = torch.randn(batch, args.seq_len, channels, generator=generator).to(device, torch.bfloat16)
-        w = torch.empty(channels, CONV_SIZE).uniform_(-CONV_SIZE**-0.5, CONV_SIZE**-0.5, generator=generator)
+        w = ShortConv(channels, CONV_SIZE).weight.detach()  # the model's init
         x, w = x.requires_grad_(), w.to(device).requires_grad_()
         dy = torch.randn(x.shape, generator=generator).to(device, torch.bfloat16)
         started = time.perf_counter()

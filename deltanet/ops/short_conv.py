@@ -21,11 +21,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def _shifted_sum(x: Tensor, w: Tensor, lead: int) -> Tensor:
-    """Σ_m w[:, m] ⊙ x_{t+m−lead}, x_s = 0 outside 0 ≤ s < T: the convolution with ``lead`` = K − 1, the
-    backward's transposed one with ``lead`` = 0 and the taps reversed. x ``[..., T, D]``, w ``[D, K]``, both fp32."""
-    T, K = x.shape[-2], w.shape[-1]
-    padded = F.pad(x, (0, 0, lead, K - 1 - lead))
+def _padded(x: Tensor, lead: int, K: int) -> Tensor:
+    """x ``[..., T, D]`` with ``lead`` zero rows before t = 0 and K − 1 − lead after t = T − 1."""
+    return F.pad(x, (0, 0, lead, K - 1 - lead))
+
+
+def _shifted_sum(padded: Tensor, w: Tensor) -> Tensor:
+    """Σ_m w[:, m] ⊙ padded_{t+m} for t < T = rows − K + 1: with :func:`_padded` (``lead`` = K − 1) the
+    convolution, (``lead`` = 0, the taps reversed) the backward's transposed one. ``[..., T+K−1, D]``, ``[D, K]``."""
+    K = w.shape[-1]
+    T = padded.shape[-2] - K + 1
     taps = w.unbind(-1)
     total = padded[..., :T, :] * taps[0]
     for m in range(1, K):
@@ -41,7 +46,8 @@ class ShortConvSiLU(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, weight: Tensor) -> Tensor:
-        return F.silu(_shifted_sum(x.float(), weight.float(), weight.shape[-1] - 1)).to(x.dtype)
+        K = weight.shape[-1]
+        return F.silu(_shifted_sum(_padded(x.float(), K - 1, K), weight.float())).to(x.dtype)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -50,12 +56,10 @@ class ShortConvSiLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy: Tensor) -> tuple[Tensor, Tensor]:
         x, weight = ctx.saved_tensors
-        x32, w32 = x.float(), weight.float()
-        K = w32.shape[-1]
-        g = torch.ops.aten.silu_backward(dy.float(), _shifted_sum(x32, w32, K - 1))  # dy ⊙ SiLU'(pre)
-        dx = _shifted_sum(g, w32.flip(-1), 0)  # tap m of the flipped weight is w[:, K−1−m], reading g_{t+m}
-        x_padded = F.pad(x32, (0, 0, K - 1, 0))
-        T = x.shape[-2]
+        w32, K, T = weight.float(), weight.shape[-1], x.shape[-2]
+        x_padded = _padded(x.float(), K - 1, K)  # one padding for the recomputed sum and dw
+        g = torch.ops.aten.silu_backward(dy.float(), _shifted_sum(x_padded, w32))  # dy ⊙ SiLU'(pre)
+        dx = _shifted_sum(_padded(g, 0, K), w32.flip(-1))  # tap m of the flipped weight is w[:, K−1−m], on g_{t+m}
         per_tap = [(g * x_padded[..., m : m + T, :]).flatten(0, -2).sum(0) for m in range(K)]
         return dx.to(x.dtype), torch.stack(per_tap, -1).to(weight.dtype)
 
